@@ -1,0 +1,67 @@
+//! Service discovery for micro.
+//!
+//! A [`Registry`] is where services announce their nodes and clients find them, with
+//! go-micro's model: a [`Service`] (name, version, metadata, endpoints) has [`Node`]s
+//! (id, address, metadata). Implementations:
+//!
+//! - [`MdnsRegistry`]: multicast DNS on the local network, nothing to install. The default.
+//! - [`MemoryRegistry`]: one process; for tests.
+//!
+//! [`from_env`] picks one by `MICRO_REGISTRY`, as go-micro does.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), micro_registry::Error> {
+//! use micro_registry::{Action, MemoryRegistry, Node, RegisterOptions, Registry, Service, WatchOptions};
+//!
+//! let registry = MemoryRegistry::new();
+//! let mut watcher = registry.watch(WatchOptions::service("go.micro.srv.vessel")).await?;
+//!
+//! let service = Service::new("go.micro.srv.vessel")
+//!     .with_version("latest")
+//!     .with_node(Node::new("go.micro.srv.vessel-1", "10.0.0.5:50051"));
+//! registry.register(&service, RegisterOptions::default()).await?;
+//!
+//! let found = registry.get_service("go.micro.srv.vessel").await?;
+//! assert_eq!(found[0].nodes[0].address, "10.0.0.5:50051");
+//! assert_eq!(watcher.next().await?.action, Action::Create);
+//!
+//! registry.deregister(&service).await?;
+//! assert_eq!(watcher.next().await?.action, Action::Delete);
+//! assert!(registry.get_service("go.micro.srv.vessel").await.unwrap_err().is_not_found());
+//! # Ok(()) }
+//! ```
+
+mod env;
+mod error;
+pub mod mdns;
+mod memory;
+mod registry;
+mod service;
+
+pub use env::{ENV_REGISTRY, ENV_REGISTRY_ADDRESS, KNOWN, by_name, from_env};
+pub use error::Error;
+pub use mdns::{MdnsInterfaces, MdnsRegistry, MdnsRegistryBuilder, MdnsStats};
+pub use memory::MemoryRegistry;
+pub use registry::{Action, Event, RegisterOptions, Registry, WatchOptions, Watcher};
+pub use service::{Endpoint, Node, Service, Value};
+
+/// Checks what every registry needs: a name, and nodes with an id and an address.
+pub(crate) fn validate(service: &Service) -> Result<(), Error> {
+    let invalid = |reason: &str| Error::InvalidService {
+        service: service.name.clone(),
+        reason: reason.to_string(),
+    };
+    if service.name.is_empty() {
+        return Err(invalid("empty service name"));
+    }
+    if service.nodes.is_empty() {
+        return Err(invalid("no nodes to register"));
+    }
+    if service.nodes.iter().any(|n| n.id.is_empty()) {
+        return Err(invalid("a node has an empty id"));
+    }
+    if service.nodes.iter().any(|n| n.address.is_empty()) {
+        return Err(invalid("a node has an empty address"));
+    }
+    Ok(())
+}
