@@ -1,1 +1,26 @@
-//! placeholder
+//! Transports and codecs for micro.
+//!
+//! - [`Transport`]: listens for and dials the byte streams that carry gRPC's HTTP/2.
+//!   [`TcpTransport`] is the default.
+//! - [`Codec`]: turns messages into bytes and back. [`ProtoCodec`] (Protocol Buffers)
+//!   is the default; [`TonicCodec`] plugs any codec into tonic.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), micro_transport::TransportError> {
+//! use micro_transport::{TcpTransport, Transport};
+//!
+//! let transport = TcpTransport::default();
+//! let listener = transport.listen("127.0.0.1:0").await?;
+//! println!("listening on {}", listener.local_addr());
+//! # Ok(()) }
+//! ```
+
+mod codec;
+mod error;
+mod tcp;
+mod transport;
+
+pub use codec::{Codec, CodecDecoder, CodecEncoder, ProtoCodec, TonicCodec};
+pub use error::{CodecError, TransportError};
+pub use tcp::{DEFAULT_DIAL_TIMEOUT, TcpTransport};
+pub use transport::{Accepted, BoxedIo, Io, Listener, Transport};
