@@ -1,1 +1,95 @@
-fn main(){}
+//! The consignment service: books consignments onto vessels.
+//!
+//! Run with `cargo run --example consignment` (with the vessel service running). It
+//! registers as `go.micro.srv.consignment` and finds the vessel service by its name,
+//! `go.micro.srv.vessel`, through the registry: no address is configured anywhere.
+
+use std::sync::Mutex;
+
+use micro_core::{Context, Error, Service};
+use micro_examples::consignment::{
+    Consignment, GetRequest, Response, ShippingServiceHandler, register_shipping_service_handler,
+};
+use micro_examples::vessel::{Specification, VesselService};
+
+/// The service's registry name, equal to its proto package.
+const NAME: &str = "go.micro.srv.consignment";
+
+struct Shipping {
+    vessels: VesselService,
+    stored: Mutex<Vec<Consignment>>,
+}
+
+impl Shipping {
+    fn all(&self) -> Vec<Consignment> {
+        self.stored
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[micro_core::async_trait]
+impl ShippingServiceHandler for Shipping {
+    async fn create_consignment(
+        &self,
+        ctx: Context,
+        mut consignment: Consignment,
+    ) -> Result<Response, Error> {
+        let spec = Specification {
+            capacity: i32::try_from(consignment.containers.len()).unwrap_or(i32::MAX),
+            max_weight: consignment.weight,
+        };
+        // Pass the caller's remaining deadline and metadata on to the vessel service.
+        let found = self
+            .vessels
+            .find_available_with(spec, ctx.call_options())
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "no vessel");
+                Error::new(
+                    NAME,
+                    format!("no vessel available for this consignment: {}", e.detail),
+                    if e.code == 404 { 404 } else { 503 },
+                )
+            })?;
+        let vessel = found.vessel.ok_or_else(|| {
+            Error::internal_server_error(NAME, "vessel service answered without a vessel")
+        })?;
+        consignment.vessel_id = vessel.id;
+        let mut stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
+        if consignment.id.is_empty() {
+            consignment.id = format!("consignment-{}", stored.len() + 1);
+        }
+        stored.push(consignment.clone());
+        tracing::info!(id = %consignment.id, vessel = %consignment.vessel_id, "consignment created");
+        Ok(Response {
+            created: true,
+            consignment: Some(consignment),
+            consignments: Vec::new(),
+        })
+    }
+
+    async fn get_consignments(
+        &self,
+        _ctx: Context,
+        _request: GetRequest,
+    ) -> Result<Response, Error> {
+        Ok(Response {
+            consignments: self.all(),
+            ..Response::default()
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    micro_examples::init_logging();
+    let mut service = Service::new(NAME).version("latest");
+    let handler = Shipping {
+        vessels: VesselService::new("go.micro.srv.vessel", service.client()),
+        stored: Mutex::new(Vec::new()),
+    };
+    register_shipping_service_handler(service.server(), handler)?;
+    service.run().await
+}

@@ -1,1 +1,80 @@
-//! placeholder
+//! go-micro for Rust: named services with zero-setup discovery, on tokio, tonic and tower.
+//!
+//! `micro-core` is the one dependency a service needs. Write a `.proto`, generate code
+//! with `micro-codegen` in `build.rs`, and:
+//!
+//! ```ignore
+//! use micro_core::{Context, Error, Service};
+//!
+//! mod greeter { micro_core::include_proto!("greeter"); }
+//! use greeter::{register_greeter_handler, GreeterHandler, Request, Response};
+//!
+//! struct Greeter;
+//!
+//! #[micro_core::async_trait]
+//! impl GreeterHandler for Greeter {
+//!     async fn hello(&self, _ctx: Context, req: Request) -> Result<Response, Error> {
+//!         Ok(Response { msg: format!("Hello {}", req.name) })
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Error> {
+//!     let mut service = Service::new("go.micro.srv.greeter");
+//!     register_greeter_handler(service.server(), Greeter)?;
+//!     service.run().await // picks a port, registers, serves, deregisters on SIGTERM
+//! }
+//! ```
+//!
+//! A client elsewhere calls it by name, never by address:
+//! `GreeterService::new("go.micro.srv.greeter", service.client()).hello(req).await`.
+//!
+//! The parts, each behind a trait with real implementations:
+//!
+//! | part | trait | default | also |
+//! |---|---|---|---|
+//! | discovery | [`registry::Registry`] | mDNS | memory |
+//! | connections | [`transport::Transport`] | TCP | |
+//! | encoding | [`transport::Codec`] | protobuf | |
+//! | events | [`broker::Broker`] | memory | |
+//!
+//! Environment, as go-micro reads it: `MICRO_REGISTRY` (`mdns`, `memory`),
+//! `MICRO_REGISTRY_ADDRESS`, `MICRO_SERVER_ADDRESS` (`:50051`), `MICRO_SERVER_ADVERTISE`,
+//! `MICRO_MDNS_INTERFACES` (`all`, `loopback`, or interface names).
+
+mod addr;
+pub mod broker;
+mod client;
+mod context;
+mod error;
+pub mod server;
+mod service;
+mod unavailable;
+
+pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRIES};
+pub use context::{CallOptions, Context, Metadata};
+pub use error::{Error, http_code};
+pub use server::Server;
+pub use service::{
+    DEFAULT_REGISTER_INTERVAL, DEFAULT_REGISTER_TTL, ENV_SERVER_ADDRESS, ENV_SERVER_ADVERTISE,
+    Service, shutdown_signal,
+};
+
+pub use micro_registry as registry;
+pub use micro_transport as transport;
+
+// What generated code refers to, so a service needs no other dependency.
+pub use async_trait::async_trait;
+pub use prost;
+pub use prost_types;
+pub use serde;
+pub use tonic;
+
+/// Includes the code `micro-codegen` generated for a proto package:
+/// `micro_core::include_proto!("go.micro.srv.vessel");`
+#[macro_export]
+macro_rules! include_proto {
+    ($package:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+    };
+}

@@ -153,9 +153,7 @@ impl Registry for MemoryRegistry {
             entry.service.endpoints.clone_from(&service.endpoints);
             let bare = entry.service.clone();
             for node in &service.nodes {
-                let previous = entry
-                    .nodes
-                    .insert(node.id.clone(), (node.clone(), expiry));
+                let previous = entry.nodes.insert(node.id.clone(), (node.clone(), expiry));
                 match previous {
                     None => events.push((Action::Create, bare.clone().with_node(node.clone()))),
                     Some((old, _)) if old != *node => {

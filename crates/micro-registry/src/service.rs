@@ -151,7 +151,13 @@ mod tests {
         let service: Service = serde_json::from_str(json).unwrap_or_default();
         assert_eq!(service.name, "go.micro.srv.vessel");
         assert!(service.metadata.is_empty());
-        assert_eq!(service.endpoints[0].request.as_ref().map(|v| v.type_name.as_str()), Some("Specification"));
+        assert_eq!(
+            service.endpoints[0]
+                .request
+                .as_ref()
+                .map(|v| v.type_name.as_str()),
+            Some("Specification")
+        );
         assert_eq!(service.nodes[0].address, "10.0.0.5:50051");
     }
 

@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use micro_registry::{Action, MdnsRegistry, Node, RegisterOptions, Registry, Service, WatchOptions};
+use micro_registry::{
+    Action, MdnsRegistry, Node, RegisterOptions, Registry, Service, WatchOptions,
+};
 
 fn loopback() -> MdnsRegistry {
     MdnsRegistry::builder().loopback_only().build().unwrap()
@@ -30,7 +32,10 @@ async fn a_second_daemon_sees_register_and_deregister() {
 
     let svc = service("go.micro.srv.mdnstest-a", 4000);
     let started = Instant::now();
-    server.register(&svc, RegisterOptions::default()).await.unwrap();
+    server
+        .register(&svc, RegisterOptions::default())
+        .await
+        .unwrap();
     let event = tokio::time::timeout(Duration::from_secs(5), watcher.next())
         .await
         .expect("no create event within 5s")
@@ -51,14 +56,23 @@ async fn a_second_daemon_sees_register_and_deregister() {
         .unwrap();
     eprintln!("deregister -> gone: {:?}", started.elapsed());
     assert_eq!(event.action, Action::Delete);
-    assert!(client.get_service("go.micro.srv.mdnstest").await.unwrap_err().is_not_found());
+    assert!(
+        client
+            .get_service("go.micro.srv.mdnstest")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_service_is_not_found_within_a_second() {
     let registry = loopback();
     let started = Instant::now();
-    let err = registry.get_service("go.micro.srv.nothing").await.unwrap_err();
+    let err = registry
+        .get_service("go.micro.srv.nothing")
+        .await
+        .unwrap_err();
     assert!(err.is_not_found(), "{err}");
     assert!(err.to_string().contains("go.micro.srv.nothing"));
     assert!(started.elapsed() < Duration::from_secs(1));

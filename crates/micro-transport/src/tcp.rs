@@ -86,18 +86,21 @@ fn is_transient(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | OutOfMemory
-    ) || e.raw_os_error().is_some_and(|code| code == 23 || code == 24) // ENFILE, EMFILE
+    ) || e
+        .raw_os_error()
+        .is_some_and(|code| code == 23 || code == 24) // ENFILE, EMFILE
 }
 
 #[async_trait]
 impl Transport for TcpTransport {
     async fn listen(&self, address: &str) -> Result<Box<dyn Listener>, TransportError> {
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|source| TransportError::Listen {
-                address: address.to_string(),
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| TransportError::Listen {
+                    address: address.to_string(),
+                    source,
+                })?;
         let local = listener
             .local_addr()
             .map_err(|source| TransportError::Listen {
@@ -158,18 +161,32 @@ mod tests {
     #[tokio::test]
     async fn dialing_a_closed_port_fails_clearly() {
         // Bind then drop, so the port is (almost certainly) closed.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let err = TcpTransport::default()
             .dial(&format!("127.0.0.1:{port}"))
             .await
             .err()
             .unwrap();
-        assert!(err.to_string().contains(&format!("dial 127.0.0.1:{port}")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("dial 127.0.0.1:{port}")),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn listening_on_a_bad_address_fails_clearly() {
-        let err = TcpTransport::default().listen("not an address").await.err().unwrap();
-        assert!(err.to_string().starts_with("listen on not an address"), "{err}");
+        let err = TcpTransport::default()
+            .listen("not an address")
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().starts_with("listen on not an address"),
+            "{err}"
+        );
     }
 }

@@ -28,9 +28,14 @@
 //! Node ids are unique by construction (`name-uuid`), so name-conflict probing is
 //! turned off and a registration is announced at once. A registry keeps one browse of
 //! `_micro._tcp.local.` running from the moment it is built, so lookups are answered
-//! from memory; only in the first [`MdnsRegistry::WARMUP`] after start does a lookup
-//! of an unknown name wait for answers to arrive.
+//! from memory. As it starts it also sends one "legacy unicast" query (RFC 6762 §6.7,
+//! from an ephemeral port), which every responder answers at once by unicast: the
+//! multicast answers the browse relies on are rate-limited to one per record per second,
+//! so a process started just after a service would otherwise wait up to a second. Only
+//! in the first [`MdnsRegistry::WARMUP`] after start does a lookup of an unknown name
+//! wait for answers to arrive; after that a miss is answered at once.
 
+mod query;
 pub(crate) mod txt;
 
 use std::collections::{BTreeMap, HashMap};
@@ -51,6 +56,8 @@ use crate::{Action, Error, Node, RegisterOptions, Registry, Service, WatchOption
 pub const SERVICE_TYPE: &str = "_micro._tcp.local.";
 /// Environment variable that picks the interfaces mDNS uses.
 pub const ENV_INTERFACES: &str = "MICRO_MDNS_INTERFACES";
+/// How long the start-up query collects answers.
+const QUERY_WINDOW: Duration = Duration::from_millis(250);
 /// The most remote instances kept; more are ignored (and counted) so memory stays bounded.
 pub const MAX_INSTANCES: usize = 4096;
 
@@ -174,6 +181,23 @@ impl MdnsRegistryBuilder {
                 }
             })
             .map_err(|e| backend(format!("spawning the mDNS event thread: {e}")))?;
+        let out_of = match &interfaces {
+            MdnsInterfaces::Loopback => Some(std::net::Ipv4Addr::LOCALHOST),
+            _ => None,
+        };
+        let querier = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("micro-mdns-query".into())
+            .spawn(move || {
+                match query::query(out_of, QUERY_WINDOW, |heard| querier.absorb(heard)) {
+                    Ok(_) => {}
+                    // The browse still finds everything, only up to a second later.
+                    Err(e) => tracing::debug!(error = %e, "legacy unicast mDNS query failed"),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "no legacy unicast mDNS query");
+        }
         Ok(MdnsRegistry {
             inner: Arc::new(Inner {
                 daemon,
@@ -240,14 +264,29 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct Cache {
-    /// service name -> mDNS full name -> that node as a one-node service.
+    /// service name -> node id -> that node as a one-node service.
     services: HashMap<String, BTreeMap<String, Service>>,
-    /// mDNS full name -> service name.
-    index: HashMap<String, String>,
+    /// mDNS instance full name (unescaped) -> (service name, node id).
+    index: HashMap<String, (String, String)>,
+}
+
+/// mdns-sd writes dots inside the instance label as `\.`; DNS wire names have none.
+/// Both forms name the same instance.
+fn normalize(fullname: &str) -> String {
+    fullname.replace("\\.", ".")
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn remove_node(cache: &mut Cache, (name, id): &(String, String)) -> Option<Service> {
+    let nodes = cache.services.get_mut(name)?;
+    let removed = nodes.remove(id);
+    if nodes.is_empty() {
+        cache.services.remove(name);
+    }
+    removed
 }
 
 fn backend(e: impl std::fmt::Display) -> Error {
@@ -284,83 +323,86 @@ impl Shared {
                     self.malformed.fetch_add(1, Ordering::Relaxed);
                     return;
                 };
-                let mut node = Node::new(decoded.id, SocketAddr::new(ip, resolved.port).to_string());
-                node.metadata = decoded.metadata;
-                let service = Service {
-                    name: decoded.service,
-                    version: decoded.version,
-                    metadata: HashMap::new(),
-                    endpoints: decoded.endpoints,
-                    nodes: vec![node],
-                };
-                self.upsert(resolved.fullname.clone(), service);
+                let service = decoded.into_service(SocketAddr::new(ip, resolved.port).to_string());
+                self.upsert(&resolved.fullname, service);
             }
             ServiceEvent::ServiceRemoved(_, fullname) => self.remove(&fullname),
             _ => {}
         }
     }
 
-    fn upsert(&self, fullname: String, service: Service) {
-        let action = {
+    fn upsert(&self, fullname: &str, service: Service) {
+        let fullname = normalize(fullname);
+        let Some(id) = service.nodes.first().map(|n| n.id.clone()) else {
+            return;
+        };
+        let key = (service.name.clone(), id.clone());
+        let mut events = Vec::new();
+        {
             let mut cache = lock(&self.cache);
             if !cache.index.contains_key(&fullname) && cache.index.len() >= MAX_INSTANCES {
                 self.over_limit.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            // An instance that changed its service name is a delete plus a create; keep it simple
-            // by removing the old entry first.
-            let previous = match cache.index.insert(fullname.clone(), service.name.clone()) {
-                Some(old_name) if old_name != service.name => {
-                    let old = cache
-                        .services
-                        .get_mut(&old_name)
-                        .and_then(|m| m.remove(&fullname));
-                    drop(cache);
-                    if let Some(old) = old {
-                        self.hub.publish(Action::Delete, old);
+            // The same instance now describing another node or service: the old one left.
+            if let Some(old) = cache.index.insert(fullname, key.clone()) {
+                if old != key {
+                    if let Some(gone) = remove_node(&mut cache, &old) {
+                        events.push((Action::Delete, gone));
                     }
-                    cache = lock(&self.cache);
-                    None
                 }
-                _ => cache
-                    .services
-                    .get(&service.name)
-                    .and_then(|m| m.get(&fullname))
-                    .cloned(),
-            };
-            let action = match previous {
-                None => Action::Create,
-                Some(ref old) if *old != service => Action::Update,
-                Some(_) => return,
-            };
-            cache
-                .services
-                .entry(service.name.clone())
-                .or_default()
-                .insert(fullname, service.clone());
-            action
-        };
-        tracing::debug!(service = %service.name, node = %service.nodes[0].id, ?action, "mdns");
-        self.hub.publish(action, service);
-        self.changed.notify_waiters();
+            }
+            let nodes = cache.services.entry(key.0.clone()).or_default();
+            match nodes.insert(id, service.clone()) {
+                None => events.push((Action::Create, service)),
+                Some(previous) if previous != service => events.push((Action::Update, service)),
+                Some(_) => {}
+            }
+        }
+        self.publish(events);
     }
 
     fn remove(&self, fullname: &str) {
+        let fullname = normalize(fullname);
         let removed = {
             let mut cache = lock(&self.cache);
-            let Some(name) = cache.index.remove(fullname) else {
+            let Some(key) = cache.index.remove(&fullname) else {
                 return;
             };
-            let removed = cache.services.get_mut(&name).and_then(|m| m.remove(fullname));
-            if cache.services.get(&name).is_some_and(BTreeMap::is_empty) {
-                cache.services.remove(&name);
-            }
-            removed
+            remove_node(&mut cache, &key)
         };
         if let Some(service) = removed {
-            tracing::debug!(service = %service.name, node = %service.nodes[0].id, "mdns node gone");
-            self.hub.publish(Action::Delete, service);
-            self.changed.notify_waiters();
+            self.publish(vec![(Action::Delete, service)]);
+        }
+    }
+
+    fn publish(&self, events: Vec<(Action, Service)>) {
+        if events.is_empty() {
+            return;
+        }
+        for (action, service) in events {
+            tracing::debug!(service = %service.name, node = ?service.nodes.first().map(|n| &n.id), ?action, "mdns");
+            self.hub.publish(action, service);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Feeds what a legacy unicast query heard into the cache.
+    fn absorb(&self, heard: &query::Heard) {
+        if heard.malformed > 0 {
+            self.malformed.fetch_add(heard.malformed, Ordering::Relaxed);
+        }
+        for (fullname, port, addrs, txt) in heard.resolved() {
+            let pairs = txt
+                .iter()
+                .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, v.as_deref())));
+            let (Ok(decoded), Some(address)) =
+                (txt::decode(pairs), query::pick_address(addrs, port))
+            else {
+                self.malformed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            self.upsert(fullname, decoded.into_service(address.to_string()));
         }
     }
 
@@ -369,10 +411,12 @@ impl Shared {
         let nodes = cache.services.get(name)?;
         let mut versions: BTreeMap<&str, Service> = BTreeMap::new();
         for one in nodes.values() {
-            let entry = versions.entry(one.version.as_str()).or_insert_with(|| Service {
-                nodes: Vec::new(),
-                ..one.clone()
-            });
+            let entry = versions
+                .entry(one.version.as_str())
+                .or_insert_with(|| Service {
+                    nodes: Vec::new(),
+                    ..one.clone()
+                });
             entry.nodes.extend(one.nodes.iter().cloned());
         }
         Some(versions.into_values().collect())
@@ -399,7 +443,13 @@ fn instance_label(node_id: &str) -> String {
 fn host_label(node_id: &str) -> String {
     let clean: String = node_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     let clean = clean.trim_matches('-');
     if clean.len() <= MAX_LABEL && !clean.is_empty() {
@@ -419,7 +469,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 impl MdnsRegistry {
     /// How long after start a lookup of an unknown service waits for mDNS answers.
     /// After it, the browse has heard every live node and a miss is answered at once.
-    pub const WARMUP: Duration = Duration::from_millis(800);
+    pub const WARMUP: Duration = Duration::from_millis(500);
 
     /// A registry configured from the environment (`MICRO_MDNS_INTERFACES`).
     pub fn new() -> Result<Self, Error> {
@@ -498,7 +548,7 @@ impl Registry for MdnsRegistry {
                 metadata: HashMap::new(),
                 ..service.clone()
             };
-            self.inner.shared.upsert(fullname, one);
+            self.inner.shared.upsert(&fullname, one);
         }
         Ok(())
     }
@@ -536,11 +586,16 @@ impl Registry for MdnsRegistry {
     }
 
     async fn list_services(&self) -> Result<Vec<Service>, Error> {
-        let remaining = (self.inner.started + Self::WARMUP).saturating_duration_since(Instant::now());
+        let remaining =
+            (self.inner.started + Self::WARMUP).saturating_duration_since(Instant::now());
         if !remaining.is_zero() {
             tokio::time::sleep(remaining).await;
         }
-        let names: Vec<String> = lock(&self.inner.shared.cache).services.keys().cloned().collect();
+        let names: Vec<String> = lock(&self.inner.shared.cache)
+            .services
+            .keys()
+            .cloned()
+            .collect();
         let mut out: Vec<Service> = names
             .iter()
             .filter_map(|n| self.inner.shared.lookup(n))
@@ -569,14 +624,20 @@ mod tests {
         let label = instance_label(&long);
         assert!(label.len() <= MAX_LABEL);
         assert_ne!(label, instance_label(&format!("{long}1")));
-        assert_eq!(instance_label("go.micro.srv.vessel-1"), "go.micro.srv.vessel-1");
+        assert_eq!(
+            instance_label("go.micro.srv.vessel-1"),
+            "go.micro.srv.vessel-1"
+        );
         assert!(host_label(&long).len() <= MAX_LABEL);
         assert_eq!(host_label("go.micro.srv.vessel-1"), "go-micro-srv-vessel-1");
     }
 
     #[test]
     fn interfaces_parse() {
-        assert_eq!("loopback".parse::<MdnsInterfaces>(), Ok(MdnsInterfaces::Loopback));
+        assert_eq!(
+            "loopback".parse::<MdnsInterfaces>(),
+            Ok(MdnsInterfaces::Loopback)
+        );
         assert_eq!("".parse::<MdnsInterfaces>(), Ok(MdnsInterfaces::All));
         assert_eq!(
             "eth0, wlan0".parse::<MdnsInterfaces>(),

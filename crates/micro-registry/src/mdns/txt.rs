@@ -60,7 +60,9 @@ pub(crate) fn encode(service: &Service, node: &Node) -> Result<Vec<(String, Vec<
     ];
     for (key, value) in &pairs {
         if key.len() + 1 + value.len() > 255 {
-            return Err(format!("{key} is longer than a TXT string allows (255 bytes)"));
+            return Err(format!(
+                "{key} is longer than a TXT string allows (255 bytes)"
+            ));
         }
     }
     if !node.metadata.is_empty() {
@@ -94,6 +96,21 @@ pub(crate) struct Decoded {
     pub(crate) id: String,
     pub(crate) metadata: HashMap<String, String>,
     pub(crate) endpoints: Vec<Endpoint>,
+}
+
+impl Decoded {
+    /// The node as a one-node service, reachable at `address`.
+    pub(crate) fn into_service(self, address: String) -> Service {
+        let mut node = Node::new(self.id, address);
+        node.metadata = self.metadata;
+        Service {
+            name: self.service,
+            version: self.version,
+            metadata: HashMap::new(),
+            endpoints: self.endpoints,
+            nodes: vec![node],
+        }
+    }
 }
 
 /// Reads TXT pairs (keys as received, values as raw bytes). Never panics.
@@ -159,10 +176,16 @@ where
 }
 
 /// Joins `prefix.0`, `prefix.1`, ... ; `None` when `prefix.0` is absent.
-fn joined(fields: &HashMap<String, &[u8]>, prefix: &'static str) -> Result<Option<Vec<u8>>, TxtError> {
+fn joined(
+    fields: &HashMap<String, &[u8]>,
+    prefix: &'static str,
+) -> Result<Option<Vec<u8>>, TxtError> {
     let count = fields
         .keys()
-        .filter(|k| k.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.')))
+        .filter(|k| {
+            k.strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
         .count();
     if count == 0 {
         return Ok(None);
@@ -186,7 +209,10 @@ mod tests {
     use crate::Value;
 
     fn sample() -> (Service, Node) {
-        let mut node = Node::new("go.micro.srv.vessel-0f8fad5b-d9cb-469f-a165-70867728950e", "127.0.0.1:4000");
+        let mut node = Node::new(
+            "go.micro.srv.vessel-0f8fad5b-d9cb-469f-a165-70867728950e",
+            "127.0.0.1:4000",
+        );
         node.metadata.insert("protocol".into(), "grpc".into());
         let mut service = Service::new("go.micro.srv.vessel").with_version("latest");
         for i in 0..20 {
@@ -244,15 +270,24 @@ mod tests {
             ("service", Some(&[0xff, 0xfe])),
             ("id", Some(b"x")),
         ];
-        assert!(matches!(decode(bad.iter().copied()), Err(TxtError::BadValue { .. })));
+        assert!(matches!(
+            decode(bad.iter().copied()),
+            Err(TxtError::BadValue { .. })
+        ));
         let no_version: &[(&str, Option<&[u8]>)] = &[("service", Some(b"a"))];
-        assert_eq!(decode(no_version.iter().copied()), Err(TxtError::Missing("txtvers")));
+        assert_eq!(
+            decode(no_version.iter().copied()),
+            Err(TxtError::Missing("txtvers"))
+        );
         let bad_json: &[(&str, Option<&[u8]>)] = &[
             ("txtvers", Some(b"1")),
             ("service", Some(b"a")),
             ("id", Some(b"a-1")),
             ("meta.0", Some(b"{not json")),
         ];
-        assert!(matches!(decode(bad_json.iter().copied()), Err(TxtError::BadValue { key: "meta", .. })));
+        assert!(matches!(
+            decode(bad_json.iter().copied()),
+            Err(TxtError::BadValue { key: "meta", .. })
+        ));
     }
 }

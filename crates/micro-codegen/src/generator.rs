@@ -1,0 +1,217 @@
+//! The prost service generator that writes micro's handlers, registration and clients.
+
+use std::fmt::Write as _;
+
+use prost_build::{Method, Service, ServiceGenerator};
+use prost_types::FileDescriptorSet;
+
+use crate::Error;
+use crate::names::{client_name, snake_case};
+
+/// Refuses streaming RPCs up front, with the file and method named.
+pub(crate) fn check_supported(fds: &FileDescriptorSet) -> Result<(), Error> {
+    for file in &fds.file {
+        for service in &file.service {
+            for method in &service.method {
+                if method.client_streaming() || method.server_streaming() {
+                    return Err(Error::Unsupported(format!(
+                        "{}: {}.{} is a streaming RPC; micro-codegen generates unary RPCs only so far",
+                        file.name(),
+                        service.name(),
+                        method.name()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) struct MicroGenerator;
+
+impl ServiceGenerator for MicroGenerator {
+    fn generate(&mut self, service: Service, buf: &mut String) {
+        // `write!` into a String cannot fail.
+        let _ = generate_service(&service, buf);
+    }
+}
+
+fn doc_lines(buf: &mut String, lines: &[String], indent: &str) -> std::fmt::Result {
+    for line in lines {
+        writeln!(buf, "{indent}///{line}")?;
+    }
+    if !lines.is_empty() {
+        writeln!(buf, "{indent}///")?;
+    }
+    Ok(())
+}
+
+/// The last segment of a proto type name: `.go.micro.srv.vessel.Specification` -> `Specification`.
+fn short_type(proto_type: &str) -> &str {
+    proto_type.rsplit('.').next().unwrap_or(proto_type)
+}
+
+fn generate_service(service: &Service, buf: &mut String) -> std::fmt::Result {
+    let name = &service.name;
+    let package = &service.package;
+    let full = if package.is_empty() {
+        service.proto_name.clone()
+    } else {
+        format!("{package}.{}", service.proto_name)
+    };
+    let handler = format!("{name}Handler");
+    let register = format!("register_{}_handler", snake_case(name));
+    let client = client_name(name);
+
+    // Handler trait.
+    writeln!(buf)?;
+    doc_lines(buf, &service.comments.leading, "")?;
+    writeln!(
+        buf,
+        "/// Server side of `{full}`: implement it and serve it with [`{register}`]."
+    )?;
+    writeln!(buf, "#[::micro_core::async_trait]")?;
+    writeln!(
+        buf,
+        "pub trait {handler}: ::core::marker::Send + ::core::marker::Sync + 'static {{"
+    )?;
+    for method in &service.methods {
+        doc_lines(buf, &method.comments.leading, "    ")?;
+        writeln!(
+            buf,
+            "    /// Serves `{}.{}`.",
+            service.proto_name, method.proto_name
+        )?;
+        writeln!(
+            buf,
+            "    async fn {}(&self, ctx: ::micro_core::Context, request: {}) -> ::core::result::Result<{}, ::micro_core::Error>;",
+            method.name, method.input_type, method.output_type
+        )?;
+    }
+    writeln!(buf, "}}")?;
+
+    // Registration.
+    writeln!(buf)?;
+    writeln!(
+        buf,
+        "/// Serves `handler` as `{full}` on `server`, and lists its endpoints for the registry."
+    )?;
+    writeln!(
+        buf,
+        "pub fn {register}<H: {handler}>(server: &mut ::micro_core::Server, handler: H) -> ::core::result::Result<(), ::micro_core::Error> {{"
+    )?;
+    writeln!(buf, "    #[allow(unused_variables)]")?;
+    writeln!(buf, "    let handler = ::std::sync::Arc::new(handler);")?;
+    writeln!(
+        buf,
+        "    let endpoints = ::micro_core::server::Handler::new({package:?}, {:?})",
+        service.proto_name
+    )?;
+    for method in &service.methods {
+        write_unary_route(buf, method)?;
+    }
+    writeln!(buf, "        ;")?;
+    writeln!(buf, "    server.handle(endpoints)")?;
+    writeln!(buf, "}}")?;
+
+    // Client.
+    writeln!(buf)?;
+    writeln!(
+        buf,
+        "/// Client of `{full}`: calls the service registered under a name."
+    )?;
+    writeln!(buf, "#[derive(Clone, Debug)]")?;
+    writeln!(buf, "pub struct {client} {{")?;
+    writeln!(buf, "    name: ::std::string::String,")?;
+    writeln!(buf, "    client: ::micro_core::Client,")?;
+    writeln!(buf, "}}")?;
+    writeln!(buf)?;
+    writeln!(buf, "impl {client} {{")?;
+    writeln!(
+        buf,
+        "    /// Calls the service registered as `name` (e.g. `\"{package}\"`) through `client`."
+    )?;
+    writeln!(
+        buf,
+        "    pub fn new(name: impl ::core::convert::Into<::std::string::String>, client: ::micro_core::Client) -> Self {{"
+    )?;
+    writeln!(buf, "        Self {{ name: name.into(), client }}")?;
+    writeln!(buf, "    }}")?;
+    writeln!(buf)?;
+    writeln!(buf, "    /// The registry name this client calls.")?;
+    writeln!(buf, "    pub fn name(&self) -> &str {{")?;
+    writeln!(buf, "        &self.name")?;
+    writeln!(buf, "    }}")?;
+    for method in &service.methods {
+        let path = format!("/{full}/{}", method.proto_name);
+        writeln!(buf)?;
+        doc_lines(buf, &method.comments.leading, "    ")?;
+        writeln!(
+            buf,
+            "    /// Calls `{}.{}` with the client's defaults.",
+            service.proto_name, method.proto_name
+        )?;
+        writeln!(
+            buf,
+            "    pub async fn {}(&self, request: {}) -> ::core::result::Result<{}, ::micro_core::Error> {{",
+            method.name, method.input_type, method.output_type
+        )?;
+        writeln!(
+            buf,
+            "        self.{}_with(request, ::micro_core::CallOptions::default()).await",
+            method.name.trim_start_matches("r#")
+        )?;
+        writeln!(buf, "    }}")?;
+        writeln!(buf)?;
+        writeln!(
+            buf,
+            "    /// Calls `{}.{}` with per-call options (timeout, metadata; pass `ctx.call_options()` from a handler).",
+            service.proto_name, method.proto_name
+        )?;
+        writeln!(
+            buf,
+            "    pub async fn {}_with(&self, request: {}, options: ::micro_core::CallOptions) -> ::core::result::Result<{}, ::micro_core::Error> {{",
+            method.name.trim_start_matches("r#"),
+            method.input_type,
+            method.output_type
+        )?;
+        writeln!(
+            buf,
+            "        self.client.call(&self.name, {path:?}, request, options).await"
+        )?;
+        writeln!(buf, "    }}")?;
+    }
+    writeln!(buf, "}}")?;
+    Ok(())
+}
+
+fn write_unary_route(buf: &mut String, method: &Method) -> std::fmt::Result {
+    writeln!(
+        buf,
+        "        .unary({:?}, {:?}, {:?}, {{",
+        method.proto_name,
+        short_type(&method.input_proto_type),
+        short_type(&method.output_proto_type)
+    )?;
+    writeln!(
+        buf,
+        "            let handler = ::std::sync::Arc::clone(&handler);"
+    )?;
+    writeln!(
+        buf,
+        "            move |ctx: ::micro_core::Context, request: {}| {{",
+        method.input_type
+    )?;
+    writeln!(
+        buf,
+        "                let handler = ::std::sync::Arc::clone(&handler);"
+    )?;
+    writeln!(
+        buf,
+        "                async move {{ handler.{}(ctx, request).await }}",
+        method.name
+    )?;
+    writeln!(buf, "            }}")?;
+    writeln!(buf, "        }})")?;
+    Ok(())
+}

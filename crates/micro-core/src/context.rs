@@ -1,0 +1,180 @@
+//! Request context: metadata and deadline, received by handlers and passed on to calls.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Request metadata (go-micro's `metadata.Metadata`): lower-case keys, string values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metadata(HashMap<String, String>);
+
+impl Metadata {
+    /// Empty metadata.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value for `key` (any case).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(&key.to_ascii_lowercase()).map(String::as_str)
+    }
+
+    /// Sets `key` (stored lower-case, as gRPC headers are).
+    pub fn insert(&mut self, key: impl AsRef<str>, value: impl Into<String>) {
+        self.0
+            .insert(key.as_ref().to_ascii_lowercase(), value.into());
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        self.0.remove(&key.to_ascii_lowercase())
+    }
+
+    /// All pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// How many pairs.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Reads the application metadata from gRPC headers: ASCII values, without gRPC's
+    /// and HTTP's own headers.
+    pub(crate) fn from_headers(headers: &http::HeaderMap) -> Self {
+        let mut out = Self::new();
+        for (name, value) in headers {
+            let key = name.as_str();
+            if key.starts_with("grpc-") || matches!(key, "content-type" | "te" | "user-agent") {
+                continue;
+            }
+            if let Ok(value) = value.to_str() {
+                out.0.insert(key.to_string(), value.to_string());
+            }
+        }
+        out
+    }
+}
+
+impl<K: AsRef<str>, V: Into<String>> FromIterator<(K, V)> for Metadata {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut out = Self::new();
+        for (k, v) in iter {
+            out.insert(k, v);
+        }
+        out
+    }
+}
+
+/// What a handler knows about the call it serves.
+///
+/// Pass it on when the handler calls another service, so the deadline and metadata
+/// travel with the request: `client.method_with(req, ctx.call_options())`.
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    metadata: Metadata,
+    deadline: Option<Instant>,
+    remote: Option<String>,
+}
+
+impl Context {
+    /// A context with no metadata and no deadline (go's `context.Background()`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn from_parts(
+        metadata: Metadata,
+        deadline: Option<Instant>,
+        remote: Option<String>,
+    ) -> Self {
+        Self {
+            metadata,
+            deadline,
+            remote,
+        }
+    }
+
+    /// The caller's metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// When the caller stops waiting, if it said.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left before the deadline (zero once it passed).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// The peer's address, when the transport knows it.
+    pub fn remote(&self) -> Option<&str> {
+        self.remote.as_deref()
+    }
+
+    /// Options for an outgoing call made on behalf of this request: the same metadata,
+    /// and the *remaining* deadline (never a fixed timeout).
+    pub fn call_options(&self) -> CallOptions {
+        CallOptions {
+            timeout: None,
+            deadline: self.deadline,
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
+/// Per-call options.
+///
+/// ```
+/// use std::time::Duration;
+/// use micro_core::CallOptions;
+///
+/// let options = CallOptions::new()
+///     .timeout(Duration::from_secs(2))
+///     .metadata("x-user", "alice");
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) metadata: Metadata,
+}
+
+impl CallOptions {
+    /// The client's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long this call may take in all, retries included.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// An absolute deadline; the earlier of this and `timeout` wins.
+    #[must_use]
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Adds a metadata pair.
+    #[must_use]
+    pub fn metadata(mut self, key: impl AsRef<str>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key, value);
+        self
+    }
+}
