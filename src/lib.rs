@@ -24,6 +24,7 @@ pub fn init_logging() {
     // Fails only if a subscriber is already set, which is then fine to keep.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -3,6 +3,9 @@
 //! Run inside a private network namespace (`make test` does); the registries here are
 //! loopback-only as well, so nothing is sent on other interfaces either way.
 
+// Panicking is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use micro_registry::{

@@ -200,7 +200,7 @@ mod tests {
             Arc::default(),
             Arc::default(),
         );
-        let _subs = vec![
+        let _subs = [
             broker
                 .subscribe("t", counting(Arc::clone(&a)), SubscribeOptions::default())
                 .await

@@ -21,12 +21,15 @@ const MAX_PACKET: usize = 9000;
 /// Most answering instances kept from one query.
 const MAX_ANSWERS: usize = 4096;
 
+/// TXT strings as received: key bytes and, when there is an `=`, value bytes.
+pub(crate) type RawTxt = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 /// An instance as one query's answers describe it.
 #[derive(Debug, Default)]
 pub(crate) struct Answer {
     pub(crate) port: Option<u16>,
     pub(crate) host: Option<String>,
-    pub(crate) txt: Option<Vec<(Vec<u8>, Option<Vec<u8>>)>>,
+    pub(crate) txt: Option<RawTxt>,
 }
 
 /// What one query heard: instance full name -> records, host name -> addresses, and
@@ -40,18 +43,11 @@ pub(crate) struct Heard {
 
 impl Heard {
     /// Complete instances: full name, port, addresses, TXT.
-    pub(crate) fn resolved(
-        &self,
-    ) -> impl Iterator<Item = (&str, u16, &[IpAddr], &[(Vec<u8>, Option<Vec<u8>>)])> {
+    pub(crate) fn resolved(&self) -> impl Iterator<Item = (&str, u16, &[IpAddr], &RawTxt)> {
         self.instances.iter().filter_map(|(name, answer)| {
             let port = answer.port?;
             let addrs = self.hosts.get(answer.host.as_deref()?)?;
-            Some((
-                name.as_str(),
-                port,
-                addrs.as_slice(),
-                answer.txt.as_deref()?,
-            ))
+            Some((name.as_str(), port, addrs.as_slice(), answer.txt.as_ref()?))
         })
     }
 }

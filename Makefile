@@ -1,0 +1,34 @@
+# micro: go-micro for Rust.
+#
+#   make demo   the shippy example end to end (vessel, consignment, CLI)
+#   make test   the workspace's tests
+#   make lint   rustfmt and clippy, as CI runs them
+#
+# Everything that speaks mDNS runs inside a private network namespace whose only
+# interface is loopback (scripts/in-netns), so nothing is announced to the LAN.
+# Dependencies are fetched and built first, outside it; inside, cargo is --offline.
+
+CARGO ?= cargo
+NETNS := scripts/in-netns
+
+.PHONY: demo test lint build
+
+build:
+	$(CARGO) build --workspace --examples
+
+demo: build
+	$(NETNS) scripts/demo.sh
+
+test:
+	$(CARGO) build --workspace --all-targets
+	$(CARGO) build --examples
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(NETNS) $(CARGO) nextest run --workspace --offline --no-fail-fast; \
+	else \
+		$(NETNS) $(CARGO) test --workspace --offline --no-fail-fast --lib --bins --tests --examples; \
+	fi
+	$(CARGO) test --workspace --doc --offline
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,248 @@
+//! The worked example end to end: vessel, consignment and the CLI as real processes,
+//! finding each other over mDNS on loopback.
+//!
+//! Run inside a private network namespace (`make test` does). Every process here is
+//! also told `MICRO_MDNS_INTERFACES=loopback`, so nothing is announced beyond loopback.
+
+// Panicking is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use micro_core::registry::{Action, MdnsRegistry, Registry, WatchOptions};
+use micro_core::transport::TcpTransport;
+use micro_core::{CallOptions, Client};
+use micro_examples::consignment::{GetRequest, ShippingService};
+
+/// The example services have fixed names, so tests that start them take turns
+/// (nextest runs them one at a time too: `.config/nextest.toml`).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Where cargo put the example binaries: next to this test's `deps` directory.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory")
+        .join("examples")
+        .join(name);
+    assert!(
+        dir.exists(),
+        "{} is missing: build the examples first (cargo build --examples)",
+        dir.display()
+    );
+    dir
+}
+
+/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
+struct Running {
+    child: Child,
+}
+
+impl Running {
+    fn start(name: &str) -> Self {
+        let child = Command::new(example(name))
+            .env("MICRO_MDNS_INTERFACES", "loopback")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self { child }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(mut self) -> std::process::ExitStatus {
+        terminate(&self.child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not stop within 10s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(example("consignment-cli"))
+        .args(args)
+        .env("MICRO_MDNS_INTERFACES", "loopback")
+        .env("RUST_LOG", "warn")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running consignment-cli")
+}
+
+fn registry() -> MdnsRegistry {
+    MdnsRegistry::builder()
+        .loopback_only()
+        .build()
+        .expect("mdns registry")
+}
+
+async fn wait_for(registry: &MdnsRegistry, name: &str, present: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registry.get_service(name).await.is_ok() != present {
+        assert!(
+            Instant::now() < deadline,
+            "{name} present={} not reached in 10s",
+            !present
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consignment_gets_a_vessel_found_by_name() {
+    let _turn = SERIAL.lock().await;
+    let registry = registry();
+    let vessel = Running::start("vessel");
+    let consignment = Running::start("consignment");
+    wait_for(&registry, "go.micro.srv.vessel", true).await;
+    wait_for(&registry, "go.micro.srv.consignment", true).await;
+
+    let out = cli(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cli failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Created: true"), "{stdout}");
+    assert!(stdout.contains("vessel_id: vessel001"), "{stdout}");
+    assert!(stdout.contains("Consignments: 1"), "{stdout}");
+
+    // What the service stored carries the vessel.
+    let client = Client::new(
+        std::sync::Arc::new(registry.clone()),
+        std::sync::Arc::new(TcpTransport::default()),
+    );
+    let shipping = ShippingService::new("go.micro.srv.consignment", client);
+    let stored = shipping
+        .get_consignments(GetRequest {})
+        .await
+        .expect("get consignments");
+    assert_eq!(stored.consignments.len(), 1);
+    assert_eq!(stored.consignments[0].vessel_id, "vessel001");
+    assert_eq!(stored.consignments[0].containers.len(), 3);
+
+    // Without a vessel service, booking fails clearly and stores nothing.
+    assert!(vessel.stop().success());
+    wait_for(&registry, "go.micro.srv.vessel", false).await;
+    let out = cli(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no vessel available"), "{stderr}");
+    assert!(stderr.contains("go.micro.srv.vessel"), "{stderr}");
+    let stored = shipping
+        .get_consignments_with(
+            GetRequest {},
+            CallOptions::new().timeout(Duration::from_secs(5)),
+        )
+        .await
+        .expect("get consignments");
+    assert_eq!(stored.consignments.len(), 1);
+
+    assert!(consignment.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_service_disappears_from_a_watching_registry() {
+    let _turn = SERIAL.lock().await;
+    let registry = registry();
+    let mut watcher = registry
+        .watch(WatchOptions::service("go.micro.srv.vessel"))
+        .await
+        .expect("watch");
+    let vessel = Running::start("vessel");
+    let created = tokio::time::timeout(Duration::from_secs(10), watcher.next())
+        .await
+        .expect("no create event")
+        .expect("watcher");
+    assert_eq!(created.action, Action::Create);
+    let node = created.service.nodes[0].clone();
+    assert!(node.id.starts_with("go.micro.srv.vessel-"), "{}", node.id);
+    assert!(!node.address.starts_with("0.0.0.0"), "{}", node.address);
+
+    let stopped_at = Instant::now();
+    assert!(
+        vessel.stop().success(),
+        "vessel did not exit cleanly on SIGTERM"
+    );
+    let deleted = tokio::time::timeout(Duration::from_secs(5), watcher.next())
+        .await
+        .expect("no delete event within 5s")
+        .expect("watcher");
+    assert_eq!(deleted.action, Action::Delete);
+    assert_eq!(deleted.service.nodes[0].id, node.id);
+    eprintln!("SIGTERM -> delete seen: {:?}", stopped_at.elapsed());
+    assert!(
+        registry
+            .get_service("go.micro.srv.vessel")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_service_fails_within_a_second_naming_it() {
+    let client = Client::new(
+        std::sync::Arc::new(registry()),
+        std::sync::Arc::new(TcpTransport::default()),
+    );
+    let shipping = ShippingService::new("go.micro.srv.nowhere", client);
+    let started = Instant::now();
+    let err = shipping.get_consignments(GetRequest {}).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.detail, "service go.micro.srv.nowhere: not found");
+}
+
+#[test]
+fn the_cli_reports_a_missing_or_malformed_file() {
+    let out = cli(&["/nonexistent/consignment.json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("cannot read /nonexistent/consignment.json"),
+        "{stderr}"
+    );
+
+    let bad = std::env::temp_dir().join(format!("bad-consignment-{}.json", std::process::id()));
+    std::fs::write(&bad, "{\"weight\": \"heavy\"").expect("write");
+    let out = cli(&[bad.to_str().expect("utf-8 path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("is not a valid consignment"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let _ = std::fs::remove_file(bad);
+}
