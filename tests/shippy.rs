@@ -151,6 +151,25 @@ async fn consignment_gets_a_vessel_found_by_name() {
     assert_eq!(stored.consignments[0].vessel_id, "vessel001");
     assert_eq!(stored.consignments[0].containers.len(), 3);
 
+    // A load no vessel can take is refused, and nothing is stored.
+    let heavy = std::env::temp_dir().join(format!("heavy-consignment-{}.json", std::process::id()));
+    std::fs::write(
+        &heavy,
+        r#"{"description": "too heavy", "weight": 300000, "containers": [{"customer_id": "c1"}]}"#,
+    )
+    .expect("write");
+    let out = cli(&[heavy.to_str().expect("utf-8 path")]);
+    let _ = std::fs::remove_file(&heavy);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no vessel found by that spec"), "{stderr}");
+    assert!(stderr.contains("code 404"), "{stderr}");
+    let stored = shipping
+        .get_consignments(GetRequest {})
+        .await
+        .expect("get consignments");
+    assert_eq!(stored.consignments.len(), 1);
+
     // Without a vessel service, booking fails clearly and stores nothing.
     assert!(vessel.stop().success());
     wait_for(&registry, "go.micro.srv.vessel", false).await;
