@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use micro_registry::{Node, Registry};
+use micro_registry::{CachedRegistry, Node, Registry};
 use micro_transport::{ProtoCodec, TonicCodec, Transport};
 use rand::Rng;
 use tokio::time::Instant;
@@ -23,6 +23,9 @@ use crate::{CallOptions, Error};
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many other nodes are tried after a node refuses the connection.
 pub const DEFAULT_RETRIES: usize = 1;
+/// How long a node that refused a connection is passed over (unless no other is left).
+/// Long enough to outlast an mDNS goodbye (at most 1.5 s) and a restart.
+const REFUSED_FOR: Duration = Duration::from_secs(5);
 
 /// Calls services by name. Cheap to clone; clones share the connection pool.
 ///
@@ -35,6 +38,8 @@ pub struct Client {
 #[derive(Debug)]
 struct Inner {
     registry: Arc<dyn Registry>,
+    cache: CachedRegistry,
+    refused: Mutex<HashMap<String, Instant>>,
     transport: Arc<dyn Transport>,
     request_timeout: Duration,
     retries: usize,
@@ -47,6 +52,8 @@ impl Client {
     pub fn new(registry: Arc<dyn Registry>, transport: Arc<dyn Transport>) -> Self {
         Self {
             inner: Arc::new(Inner {
+                cache: CachedRegistry::new(Arc::clone(&registry)),
+                refused: Mutex::new(HashMap::new()),
                 registry,
                 transport,
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -82,8 +89,8 @@ impl Client {
             deadline = deadline.min(caller);
         }
         let attempt = async {
-            let services = self.inner.registry.get_service(service).await?;
-            let mut nodes: Vec<Node> = services.into_iter().flat_map(|s| s.nodes).collect();
+            let services = self.inner.cache.lookup(service).await?;
+            let mut nodes = self.usable_nodes(&services);
             if nodes.is_empty() {
                 return Err(Error::internal_server_error(
                     "go.micro.client",
@@ -104,6 +111,11 @@ impl Client {
                     Err(status) if is_connection_failure(&status) => {
                         tracing::debug!(service, node = %node.id, error = %status.message(), "node unreachable; trying another");
                         self.forget(&node.address);
+                        self.inner
+                            .refused
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(node.address.clone(), Instant::now());
                         last_error = Some(Error::service_unavailable(
                             "go.micro.client",
                             format!(
@@ -171,6 +183,26 @@ impl Client {
         grpc.unary(request, path, codec)
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    /// Every node of every version, less those that refused a connection lately
+    /// (unless that leaves none).
+    fn usable_nodes(&self, services: &[micro_registry::Service]) -> Vec<Node> {
+        let all: Vec<Node> = services
+            .iter()
+            .flat_map(|s| s.nodes.iter().cloned())
+            .collect();
+        let mut refused = self.inner.refused.lock().unwrap_or_else(|e| e.into_inner());
+        if refused.is_empty() {
+            return all;
+        }
+        refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
+        let usable: Vec<Node> = all
+            .iter()
+            .filter(|n| !refused.contains_key(&n.address))
+            .cloned()
+            .collect();
+        if usable.is_empty() { all } else { usable }
     }
 
     /// The pooled connection to `address`, created on first use.

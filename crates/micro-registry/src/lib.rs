@@ -31,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cache;
 mod env;
 mod error;
 pub mod mdns;
@@ -38,6 +39,7 @@ mod memory;
 mod registry;
 mod service;
 
+pub use cache::{CachedRegistry, DEFAULT_CACHE_TTL};
 pub use env::{ENV_REGISTRY, ENV_REGISTRY_ADDRESS, KNOWN, by_name, from_env};
 pub use error::Error;
 pub use mdns::{MdnsInterfaces, MdnsRegistry, MdnsRegistryBuilder, MdnsStats};

@@ -35,29 +35,37 @@
 //! in the first [`MdnsRegistry::WARMUP`] after start does a lookup of an unknown name
 //! wait for answers to arrive; after that a miss is answered at once.
 
+mod listen;
 mod query;
+mod state;
 pub(crate) mod txt;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo, TxtProperty};
-use tokio::sync::Notify;
+use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo, TxtProperty};
 
+use self::state::{Shared, normalize};
 pub use self::txt::MAX_TXT_BYTES;
-use crate::registry::WatchHub;
-use crate::{Action, Error, Node, RegisterOptions, Registry, Service, WatchOptions, Watcher};
+use crate::{Error, Node, RegisterOptions, Registry, Service, WatchOptions, Watcher};
 
 /// The DNS-SD service type every micro node is announced under.
 pub const SERVICE_TYPE: &str = "_micro._tcp.local.";
 /// Environment variable that picks the interfaces mDNS uses.
 pub const ENV_INTERFACES: &str = "MICRO_MDNS_INTERFACES";
-/// How long the start-up query collects answers.
+/// How long a query collects answers.
 const QUERY_WINDOW: Duration = Duration::from_millis(250);
+/// How long a node lives without a sign of life when its registration gave no TTL
+/// (go-micro's default register TTL).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(90);
+/// Bounds on how often nodes are asked whether they are alive: a third of the shortest
+/// TTL, within these.
+const MIN_REFRESH: Duration = Duration::from_millis(250);
+const MAX_REFRESH: Duration = Duration::from_secs(30);
 /// The most remote instances kept; more are ignored (and counted) so memory stays bounded.
 pub const MAX_INSTANCES: usize = 4096;
 
@@ -164,40 +172,29 @@ impl MdnsRegistryBuilder {
             }
         }
         let events = daemon.browse(SERVICE_TYPE).map_err(backend)?;
-        let shared = Arc::new(Shared {
-            cache: Mutex::new(Cache::default()),
-            changed: Notify::new(),
-            hub: WatchHub::new(),
-            malformed: AtomicU64::new(0),
-            over_limit: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(DEFAULT_TTL));
         let listener = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("micro-mdns-events".into())
-            .spawn(move || {
-                // Ends when the daemon shuts down and drops the channel.
-                while let Ok(event) = events.recv() {
-                    listener.on_event(event);
-                }
-            })
-            .map_err(|e| backend(format!("spawning the mDNS event thread: {e}")))?;
+        spawn("micro-mdns-events", move || {
+            // Ends when the daemon shuts down and drops the channel.
+            while let Ok(event) = events.recv() {
+                listener.on_event(event);
+            }
+        })?;
+        let ips = interface_ips(&interfaces);
+        match listen::socket(&ips) {
+            Ok(socket) => {
+                let weak = Arc::downgrade(&shared);
+                spawn("micro-mdns-listen", move || listen::run(socket, weak))?;
+            }
+            // Without it goodbyes are still seen, through the browse, a second later.
+            Err(e) => tracing::debug!(error = %e, "no passive mDNS listener"),
+        }
         let out_of = match &interfaces {
-            MdnsInterfaces::Loopback => Some(std::net::Ipv4Addr::LOCALHOST),
+            MdnsInterfaces::Loopback => Some(Ipv4Addr::LOCALHOST),
             _ => None,
         };
-        let querier = Arc::clone(&shared);
-        let spawned = std::thread::Builder::new()
-            .name("micro-mdns-query".into())
-            .spawn(move || {
-                match query::query(out_of, QUERY_WINDOW, |heard| querier.absorb(heard)) {
-                    Ok(_) => {}
-                    // The browse still finds everything, only up to a second later.
-                    Err(e) => tracing::debug!(error = %e, "legacy unicast mDNS query failed"),
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::debug!(error = %e, "no legacy unicast mDNS query");
-        }
+        let weak = Arc::downgrade(&shared);
+        spawn("micro-mdns-query", move || refresh_loop(out_of, weak))?;
         Ok(MdnsRegistry {
             inner: Arc::new(Inner {
                 daemon,
@@ -253,173 +250,14 @@ impl Drop for Inner {
     }
 }
 
-#[derive(Debug)]
-struct Shared {
-    cache: Mutex<Cache>,
-    changed: Notify,
-    hub: WatchHub,
-    malformed: AtomicU64,
-    over_limit: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-struct Cache {
-    /// service name -> node id -> that node as a one-node service.
-    services: HashMap<String, BTreeMap<String, Service>>,
-    /// mDNS instance full name (unescaped) -> (service name, node id).
-    index: HashMap<String, (String, String)>,
-}
-
-/// mdns-sd writes dots inside the instance label as `\.`; DNS wire names have none.
-/// Both forms name the same instance.
-fn normalize(fullname: &str) -> String {
-    fullname.replace("\\.", ".")
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn remove_node(cache: &mut Cache, (name, id): &(String, String)) -> Option<Service> {
-    let nodes = cache.services.get_mut(name)?;
-    let removed = nodes.remove(id);
-    if nodes.is_empty() {
-        cache.services.remove(name);
-    }
-    removed
 }
 
 fn backend(e: impl std::fmt::Display) -> Error {
     Error::Backend {
         registry: "mdns",
         message: e.to_string(),
-    }
-}
-
-impl Shared {
-    fn on_event(&self, event: ServiceEvent) {
-        match event {
-            ServiceEvent::ServiceResolved(resolved) => {
-                let pairs = resolved
-                    .get_properties()
-                    .iter()
-                    .map(|p: &TxtProperty| (p.key(), p.val()));
-                let decoded = match txt::decode(pairs) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        self.malformed.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(instance = %resolved.fullname, error = %e, "ignoring malformed mDNS instance");
-                        return;
-                    }
-                };
-                let mut addrs: Vec<IpAddr> = resolved
-                    .get_addresses()
-                    .iter()
-                    .map(|a| a.to_ip_addr())
-                    .collect();
-                // Prefer IPv4, then the lowest address, so every process picks the same one.
-                addrs.sort_by_key(|a| (!a.is_ipv4(), *a));
-                let Some(ip) = addrs.first().copied() else {
-                    self.malformed.fetch_add(1, Ordering::Relaxed);
-                    return;
-                };
-                let service = decoded.into_service(SocketAddr::new(ip, resolved.port).to_string());
-                self.upsert(&resolved.fullname, service);
-            }
-            ServiceEvent::ServiceRemoved(_, fullname) => self.remove(&fullname),
-            _ => {}
-        }
-    }
-
-    fn upsert(&self, fullname: &str, service: Service) {
-        let fullname = normalize(fullname);
-        let Some(id) = service.nodes.first().map(|n| n.id.clone()) else {
-            return;
-        };
-        let key = (service.name.clone(), id.clone());
-        let mut events = Vec::new();
-        {
-            let mut cache = lock(&self.cache);
-            if !cache.index.contains_key(&fullname) && cache.index.len() >= MAX_INSTANCES {
-                self.over_limit.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            // The same instance now describing another node or service: the old one left.
-            if let Some(old) = cache.index.insert(fullname, key.clone()) {
-                if old != key {
-                    if let Some(gone) = remove_node(&mut cache, &old) {
-                        events.push((Action::Delete, gone));
-                    }
-                }
-            }
-            let nodes = cache.services.entry(key.0.clone()).or_default();
-            match nodes.insert(id, service.clone()) {
-                None => events.push((Action::Create, service)),
-                Some(previous) if previous != service => events.push((Action::Update, service)),
-                Some(_) => {}
-            }
-        }
-        self.publish(events);
-    }
-
-    fn remove(&self, fullname: &str) {
-        let fullname = normalize(fullname);
-        let removed = {
-            let mut cache = lock(&self.cache);
-            let Some(key) = cache.index.remove(&fullname) else {
-                return;
-            };
-            remove_node(&mut cache, &key)
-        };
-        if let Some(service) = removed {
-            self.publish(vec![(Action::Delete, service)]);
-        }
-    }
-
-    fn publish(&self, events: Vec<(Action, Service)>) {
-        if events.is_empty() {
-            return;
-        }
-        for (action, service) in events {
-            tracing::debug!(service = %service.name, node = ?service.nodes.first().map(|n| &n.id), ?action, "mdns");
-            self.hub.publish(action, service);
-        }
-        self.changed.notify_waiters();
-    }
-
-    /// Feeds what a legacy unicast query heard into the cache.
-    fn absorb(&self, heard: &query::Heard) {
-        if heard.malformed > 0 {
-            self.malformed.fetch_add(heard.malformed, Ordering::Relaxed);
-        }
-        for (fullname, port, addrs, txt) in heard.resolved() {
-            let pairs = txt
-                .iter()
-                .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, v.as_deref())));
-            let (Ok(decoded), Some(address)) =
-                (txt::decode(pairs), query::pick_address(addrs, port))
-            else {
-                self.malformed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            self.upsert(fullname, decoded.into_service(address.to_string()));
-        }
-    }
-
-    fn lookup(&self, name: &str) -> Option<Vec<Service>> {
-        let cache = lock(&self.cache);
-        let nodes = cache.services.get(name)?;
-        let mut versions: BTreeMap<&str, Service> = BTreeMap::new();
-        for one in nodes.values() {
-            let entry = versions
-                .entry(one.version.as_str())
-                .or_insert_with(|| Service {
-                    nodes: Vec::new(),
-                    ..one.clone()
-                });
-            entry.nodes.extend(one.nodes.iter().cloned());
-        }
-        Some(versions.into_values().collect())
     }
 }
 
@@ -466,6 +304,62 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), Error> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| backend(format!("spawning thread {name}: {e}")))
+}
+
+/// The IPv4 addresses of the interfaces in use (the passive listener joins on these).
+fn interface_ips(interfaces: &MdnsInterfaces) -> Vec<Ipv4Addr> {
+    let all = if_addrs::get_if_addrs().unwrap_or_default();
+    let v4 = |i: &if_addrs::Interface| match i.ip() {
+        std::net::IpAddr::V4(ip) => Some(ip),
+        std::net::IpAddr::V6(_) => None,
+    };
+    let mut ips: Vec<Ipv4Addr> = match interfaces {
+        MdnsInterfaces::All => all.iter().filter_map(v4).collect(),
+        MdnsInterfaces::Loopback => vec![Ipv4Addr::LOCALHOST],
+        MdnsInterfaces::Named(names) => all
+            .iter()
+            .filter(|i| names.contains(&i.name))
+            .filter_map(v4)
+            .chain([Ipv4Addr::LOCALHOST])
+            .collect(),
+    };
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// Asks the network who is there: at once (so a new process knows running services
+/// within milliseconds), then every third of the shortest TTL, expiring nodes that
+/// stopped answering. Ends when the registry is dropped.
+fn refresh_loop(out_of: Option<Ipv4Addr>, shared: std::sync::Weak<Shared>) {
+    let mut next_query = Instant::now();
+    loop {
+        let Some(state) = shared.upgrade() else {
+            return;
+        };
+        if Instant::now() >= next_query {
+            let result = query::query(out_of, QUERY_WINDOW, |heard| state.absorb(heard));
+            if let Err(e) = result {
+                // The browse still finds everything, only up to a second later.
+                tracing::debug!(error = %e, "legacy unicast mDNS query failed");
+            }
+            let every = state
+                .shortest_remote_ttl()
+                .map_or(MAX_REFRESH, |ttl| (ttl / 3).clamp(MIN_REFRESH, MAX_REFRESH));
+            next_query = Instant::now() + every;
+        }
+        state.expire();
+        drop(state);
+        std::thread::sleep(MIN_REFRESH);
+    }
+}
+
 impl MdnsRegistry {
     /// How long after start a lookup of an unknown service waits for mDNS answers.
     /// After it, the browse has heard every live node and a miss is answered at once.
@@ -494,7 +388,11 @@ impl MdnsRegistry {
         }
     }
 
-    fn service_info(service: &Service, node: &Node) -> Result<ServiceInfo, Error> {
+    fn service_info(
+        service: &Service,
+        node: &Node,
+        ttl: Option<Duration>,
+    ) -> Result<ServiceInfo, Error> {
         let invalid = |reason: String| Error::InvalidService {
             service: service.name.clone(),
             reason,
@@ -511,7 +409,7 @@ impl MdnsRegistry {
                 node.id, node.address
             )));
         }
-        let pairs = txt::encode(service, node).map_err(invalid)?;
+        let pairs = txt::encode(service, node, ttl).map_err(invalid)?;
         let properties: Vec<TxtProperty> = pairs.into_iter().map(TxtProperty::from).collect();
         let host = format!("{}.local.", host_label(&node.id));
         let mut info = ServiceInfo::new(
@@ -532,11 +430,11 @@ impl MdnsRegistry {
 
 #[async_trait]
 impl Registry for MdnsRegistry {
-    async fn register(&self, service: &Service, _options: RegisterOptions) -> Result<(), Error> {
+    async fn register(&self, service: &Service, options: RegisterOptions) -> Result<(), Error> {
         crate::validate(service)?;
         for node in &service.nodes {
-            let info = Self::service_info(service, node)?;
-            let fullname = info.get_fullname().to_string();
+            let info = Self::service_info(service, node, options.ttl)?;
+            let fullname = normalize(info.get_fullname());
             let already = lock(&self.inner.own).get(&node.id) == Some(&fullname);
             if !already {
                 self.inner.daemon.register(info).map_err(backend)?;
@@ -548,7 +446,7 @@ impl Registry for MdnsRegistry {
                 metadata: HashMap::new(),
                 ..service.clone()
             };
-            self.inner.shared.upsert(&fullname, one);
+            self.inner.shared.upsert(&fullname, one, options.ttl, true);
         }
         Ok(())
     }
@@ -558,14 +456,17 @@ impl Registry for MdnsRegistry {
             let Some(fullname) = lock(&self.inner.own).remove(&node.id) else {
                 continue;
             };
-            let status = self.inner.daemon.unregister(&fullname).map_err(backend)?;
+            let escaped = Self::service_info(service, node, None)
+                .map(|info| info.get_fullname().to_string())
+                .unwrap_or_else(|_| fullname.clone());
+            let status = self.inner.daemon.unregister(&escaped).map_err(backend)?;
             // The goodbye is sent by the daemon thread; wait for it (bounded) so that a
             // process that exits right after deregistering has really said goodbye.
             let waited = tokio::time::timeout(Duration::from_secs(1), status.recv_async()).await;
             if !matches!(waited, Ok(Ok(_))) {
                 tracing::warn!(node = %node.id, "mDNS goodbye not confirmed within 1s");
             }
-            self.inner.shared.remove(&fullname);
+            self.inner.shared.goodbye(&fullname);
         }
         Ok(())
     }
@@ -591,11 +492,7 @@ impl Registry for MdnsRegistry {
         if !remaining.is_zero() {
             tokio::time::sleep(remaining).await;
         }
-        let names: Vec<String> = lock(&self.inner.shared.cache)
-            .services
-            .keys()
-            .cloned()
-            .collect();
+        let names = self.inner.shared.names();
         let mut out: Vec<Service> = names
             .iter()
             .filter_map(|n| self.inner.shared.lookup(n))

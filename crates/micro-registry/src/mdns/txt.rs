@@ -7,6 +7,7 @@
 //! | `service` | the service name, e.g. `go.micro.srv.vessel` |
 //! | `version` | the service version, e.g. `latest` |
 //! | `id` | the node id |
+//! | `ttl` | seconds the node lives without a sign of life (from the registration's TTL; optional) |
 //! | `meta.0`, `meta.1`, ... | the node metadata as a JSON object, cut into pieces |
 //! | `ep.0`, `ep.1`, ... | the endpoints as a JSON array (go-micro's `Endpoint` JSON), cut into pieces |
 //!
@@ -15,6 +16,7 @@
 //! endpoint lists are left out.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use crate::{Endpoint, Node, Service};
 
@@ -51,13 +53,21 @@ pub(crate) enum TxtError {
 }
 
 /// Writes one node of `service` as TXT pairs. Fails when they would not fit an mDNS packet.
-pub(crate) fn encode(service: &Service, node: &Node) -> Result<Vec<(String, Vec<u8>)>, String> {
+pub(crate) fn encode(
+    service: &Service,
+    node: &Node,
+    ttl: Option<Duration>,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
     let mut pairs = vec![
         ("txtvers".to_string(), TXT_VERSION.as_bytes().to_vec()),
         ("service".to_string(), service.name.as_bytes().to_vec()),
         ("version".to_string(), service.version.as_bytes().to_vec()),
         ("id".to_string(), node.id.as_bytes().to_vec()),
     ];
+    if let Some(ttl) = ttl {
+        let secs = ttl.as_secs().max(1);
+        pairs.push(("ttl".to_string(), secs.to_string().into_bytes()));
+    }
     for (key, value) in &pairs {
         if key.len() + 1 + value.len() > 255 {
             return Err(format!(
@@ -96,6 +106,7 @@ pub(crate) struct Decoded {
     pub(crate) id: String,
     pub(crate) metadata: HashMap<String, String>,
     pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) ttl: Option<Duration>,
 }
 
 impl Decoded {
@@ -152,6 +163,20 @@ where
         Err(TxtError::Missing(_)) => String::new(),
         Err(e) => return Err(e),
     };
+    let ttl = match fields.get("ttl") {
+        None => None,
+        Some(bytes) => {
+            let secs = std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|s| s.parse::<u32>().ok())
+                .filter(|s| *s > 0)
+                .ok_or_else(|| TxtError::BadValue {
+                    key: "ttl",
+                    reason: "not a positive number of seconds".into(),
+                })?;
+            Some(Duration::from_secs(u64::from(secs)))
+        }
+    };
     let metadata = match joined(&fields, "meta")? {
         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| TxtError::BadValue {
             key: "meta",
@@ -172,6 +197,7 @@ where
         id,
         metadata,
         endpoints,
+        ttl,
     })
 }
 
@@ -233,7 +259,7 @@ mod tests {
     #[test]
     fn endpoints_longer_than_one_txt_string_round_trip() {
         let (service, node) = sample();
-        let pairs = encode(&service, &node).unwrap();
+        let pairs = encode(&service, &node, None).unwrap();
         assert!(pairs.iter().filter(|(k, _)| k.starts_with("ep.")).count() > 1);
         assert!(pairs.iter().all(|(k, v)| k.len() + 1 + v.len() <= 255));
         let decoded = roundtrip(&pairs);
@@ -248,14 +274,14 @@ mod tests {
         for _ in 0..10 {
             service.endpoints.extend(many.clone());
         }
-        let err = encode(&service, &node).err().unwrap_or_default();
+        let err = encode(&service, &node, None).err().unwrap_or_default();
         assert!(err.contains("bytes of TXT"), "{err}");
     }
 
     #[test]
     fn missing_piece_is_rejected() {
         let (service, node) = sample();
-        let pairs: Vec<_> = encode(&service, &node)
+        let pairs: Vec<_> = encode(&service, &node, None)
             .unwrap_or_default()
             .into_iter()
             .filter(|(k, _)| k != "ep.1")

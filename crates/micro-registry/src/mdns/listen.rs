@@ -1,0 +1,93 @@
+//! A passive listener on the mDNS port: hears goodbyes and announcements on the wire.
+//!
+//! mdns-sd's browse reports a goodbye only after holding the record for a second, and
+//! can be fooled by an answer it sends late for a node that already left. This
+//! listener hears the packets themselves: a goodbye (TTL 0) removes the node at once,
+//! and any other record of a known instance counts as a sign of life.
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::sync::Weak;
+use std::time::Duration;
+
+use simple_dns::Packet;
+use simple_dns::rdata::RData;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::SERVICE_TYPE;
+use super::state::Shared;
+
+const MDNS_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
+
+/// Binds port 5353 beside the mDNS daemon and joins the group on `interfaces`.
+pub(super) fn socket(interfaces: &[Ipv4Addr]) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 5353).into())?;
+    let mut joined = 0;
+    for ip in interfaces {
+        match socket.join_multicast_v4(&MDNS_GROUP, ip) {
+            Ok(()) => joined += 1,
+            Err(e) => tracing::debug!(%ip, error = %e, "cannot join the mDNS group"),
+        }
+    }
+    if joined == 0 {
+        return Err(std::io::Error::other(
+            "joined the mDNS group on no interface",
+        ));
+    }
+    // Wake up now and then to notice that the registry is gone.
+    socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+    Ok(socket.into())
+}
+
+/// Reads packets until the registry is dropped.
+pub(super) fn run(socket: UdpSocket, shared: Weak<Shared>) {
+    let mut buf = vec![0u8; 9000];
+    loop {
+        let received = socket.recv_from(&mut buf);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        match received {
+            Ok((n, _)) => read_packet(&buf[..n], &shared),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "mDNS listener stopped");
+                return;
+            }
+        }
+    }
+}
+
+/// Applies the goodbyes and signs of life in one packet. Anything unparsable is
+/// ignored: this listener only ever shortens what the browse would do anyway.
+pub(super) fn read_packet(bytes: &[u8], shared: &Shared) {
+    let Ok(packet) = Packet::parse(bytes) else {
+        return;
+    };
+    let service_type = SERVICE_TYPE.trim_end_matches('.');
+    let suffix = format!(".{service_type}");
+    for record in packet
+        .answers
+        .iter()
+        .chain(packet.additional_records.iter())
+    {
+        let owner = record.name.to_string();
+        let instance = match &record.rdata {
+            RData::PTR(ptr) if owner == service_type => ptr.0.to_string(),
+            RData::SRV(_) | RData::TXT(_) if owner.ends_with(&suffix) => owner,
+            _ => continue,
+        };
+        if record.ttl == 0 {
+            shared.goodbye(&instance);
+        } else {
+            shared.seen(&instance);
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! What one registry knows about the nodes on the network, and how it learns it:
+//! from mdns-sd's browse, from legacy unicast queries, and from goodbye packets heard
+//! by the passive listener. Every change is published to watchers in order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use mdns_sd::{ServiceEvent, TxtProperty};
+use tokio::sync::Notify;
+
+use super::{MAX_INSTANCES, query, txt};
+use crate::registry::WatchHub;
+use crate::{Action, Service};
+
+/// How long after a goodbye stale answers for the same instance are ignored.
+const TOMBSTONE: Duration = Duration::from_secs(3);
+
+#[derive(Debug)]
+pub(super) struct Shared {
+    cache: Mutex<Cache>,
+    pub(super) changed: Notify,
+    pub(super) hub: WatchHub,
+    pub(super) malformed: AtomicU64,
+    pub(super) over_limit: AtomicU64,
+    default_ttl: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    /// service name -> node id -> node.
+    services: HashMap<String, BTreeMap<String, Known>>,
+    /// instance full name (normalized) -> (service name, node id).
+    index: HashMap<String, (String, String)>,
+    /// instance full name -> when its goodbye was heard.
+    gone: HashMap<String, Instant>,
+}
+
+#[derive(Debug, Clone)]
+struct Known {
+    /// The node as a one-node service.
+    service: Service,
+    /// Registered by this process: never expires here.
+    own: bool,
+    /// Forgotten when not heard from for this long.
+    ttl: Duration,
+    last_seen: Instant,
+}
+
+/// mdns-sd writes dots inside the instance label as `\.` and ends names with a dot;
+/// names parsed off the wire have neither. All forms name the same instance.
+pub(super) fn normalize(fullname: &str) -> String {
+    let mut name = fullname.replace("\\.", ".");
+    if !name.ends_with('.') {
+        name.push('.');
+    }
+    name
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn remove_node(cache: &mut Cache, (name, id): &(String, String)) -> Option<Service> {
+    let nodes = cache.services.get_mut(name)?;
+    let removed = nodes.remove(id);
+    if nodes.is_empty() {
+        cache.services.remove(name);
+    }
+    removed.map(|k| k.service)
+}
+
+impl Shared {
+    pub(super) fn new(default_ttl: Duration) -> Self {
+        Self {
+            cache: Mutex::new(Cache::default()),
+            changed: Notify::new(),
+            hub: WatchHub::new(),
+            malformed: AtomicU64::new(0),
+            over_limit: AtomicU64::new(0),
+            default_ttl,
+        }
+    }
+
+    /// Handles one event of mdns-sd's browse.
+    pub(super) fn on_event(&self, event: ServiceEvent) {
+        match event {
+            ServiceEvent::ServiceResolved(resolved) => {
+                let pairs = resolved
+                    .get_properties()
+                    .iter()
+                    .map(|p: &TxtProperty| (p.key(), p.val()));
+                let addrs: Vec<std::net::IpAddr> = resolved
+                    .get_addresses()
+                    .iter()
+                    .map(|a| a.to_ip_addr())
+                    .collect();
+                match (
+                    txt::decode(pairs),
+                    query::pick_address(&addrs, resolved.port),
+                ) {
+                    (Ok(decoded), Some(address)) => {
+                        let ttl = decoded.ttl;
+                        self.upsert(
+                            &resolved.fullname,
+                            decoded.into_service(address.to_string()),
+                            ttl,
+                            false,
+                        );
+                    }
+                    (Err(e), _) => self.count_malformed(&resolved.fullname, &e.to_string()),
+                    (_, None) => self.count_malformed(&resolved.fullname, "no address"),
+                }
+            }
+            ServiceEvent::ServiceRemoved(_, fullname) => self.goodbye(&fullname),
+            _ => {}
+        }
+    }
+
+    fn count_malformed(&self, instance: &str, why: &str) {
+        self.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(instance, why, "ignoring malformed mDNS instance");
+    }
+
+    /// Records a node; publishes Create or Update when it is new or changed.
+    pub(super) fn upsert(
+        &self,
+        fullname: &str,
+        service: Service,
+        ttl: Option<Duration>,
+        own: bool,
+    ) {
+        let fullname = normalize(fullname);
+        let Some(id) = service.nodes.first().map(|n| n.id.clone()) else {
+            return;
+        };
+        let key = (service.name.clone(), id.clone());
+        let now = Instant::now();
+        let mut events = Vec::new();
+        {
+            let mut cache = lock(&self.cache);
+            if !own {
+                cache
+                    .gone
+                    .retain(|_, at| now.duration_since(*at) < TOMBSTONE);
+                if cache.gone.contains_key(&fullname) {
+                    // A late answer for a node that said goodbye.
+                    return;
+                }
+            } else {
+                cache.gone.remove(&fullname);
+            }
+            if !cache.index.contains_key(&fullname) && cache.index.len() >= MAX_INSTANCES {
+                self.over_limit.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            // The same instance now describing another node or service: the old one left.
+            if let Some(old) = cache.index.insert(fullname, key.clone()) {
+                if old != key {
+                    if let Some(gone) = remove_node(&mut cache, &old) {
+                        events.push((Action::Delete, gone));
+                    }
+                }
+            }
+            let known = Known {
+                service: service.clone(),
+                own,
+                ttl: ttl.unwrap_or(self.default_ttl),
+                last_seen: now,
+            };
+            let nodes = cache.services.entry(key.0.clone()).or_default();
+            match nodes.insert(id, known) {
+                None => events.push((Action::Create, service)),
+                Some(previous) if previous.service != service => {
+                    events.push((Action::Update, service))
+                }
+                Some(_) => {}
+            }
+        }
+        self.publish(events);
+    }
+
+    /// Marks an instance as alive without changing it.
+    pub(super) fn seen(&self, fullname: &str) {
+        let fullname = normalize(fullname);
+        let mut cache = lock(&self.cache);
+        let Some((name, id)) = cache.index.get(&fullname).cloned() else {
+            return;
+        };
+        if let Some(known) = cache.services.get_mut(&name).and_then(|m| m.get_mut(&id)) {
+            known.last_seen = Instant::now();
+        }
+    }
+
+    /// The instance said goodbye (or this process deregistered it): forget it now, and
+    /// ignore stale answers about it for a few seconds.
+    pub(super) fn goodbye(&self, fullname: &str) {
+        let fullname = normalize(fullname);
+        let removed = {
+            let mut cache = lock(&self.cache);
+            cache.gone.insert(fullname.clone(), Instant::now());
+            let Some(key) = cache.index.remove(&fullname) else {
+                return;
+            };
+            remove_node(&mut cache, &key)
+        };
+        if let Some(service) = removed {
+            self.publish(vec![(Action::Delete, service)]);
+        }
+    }
+
+    /// Forgets remote nodes not heard from within their TTL.
+    pub(super) fn expire(&self) {
+        let now = Instant::now();
+        let mut events = Vec::new();
+        {
+            let mut cache = lock(&self.cache);
+            let expired: Vec<(String, (String, String))> = cache
+                .index
+                .iter()
+                .filter(|(_, (name, id))| {
+                    cache
+                        .services
+                        .get(name)
+                        .and_then(|m| m.get(id))
+                        .is_some_and(|k| !k.own && now.duration_since(k.last_seen) > k.ttl)
+                })
+                .map(|(f, k)| (f.clone(), k.clone()))
+                .collect();
+            for (fullname, key) in expired {
+                cache.index.remove(&fullname);
+                if let Some(service) = remove_node(&mut cache, &key) {
+                    tracing::debug!(service = %service.name, node = %key.1, "mDNS node expired");
+                    events.push((Action::Delete, service));
+                }
+            }
+        }
+        self.publish(events);
+    }
+
+    /// The shortest TTL of any remote node, if any.
+    pub(super) fn shortest_remote_ttl(&self) -> Option<Duration> {
+        let cache = lock(&self.cache);
+        cache
+            .services
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter(|k| !k.own)
+            .map(|k| k.ttl)
+            .min()
+    }
+
+    fn publish(&self, events: Vec<(Action, Service)>) {
+        if events.is_empty() {
+            return;
+        }
+        for (action, service) in events {
+            tracing::debug!(service = %service.name, node = ?service.nodes.first().map(|n| &n.id), ?action, "mdns");
+            self.hub.publish(action, service);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Feeds what a legacy unicast query heard into the cache.
+    pub(super) fn absorb(&self, heard: &query::Heard) {
+        if heard.malformed > 0 {
+            self.malformed.fetch_add(heard.malformed, Ordering::Relaxed);
+        }
+        for (fullname, port, addrs, raw) in heard.resolved() {
+            let pairs = raw
+                .iter()
+                .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, v.as_deref())));
+            match (txt::decode(pairs), query::pick_address(addrs, port)) {
+                (Ok(decoded), Some(address)) => {
+                    let ttl = decoded.ttl;
+                    self.upsert(
+                        fullname,
+                        decoded.into_service(address.to_string()),
+                        ttl,
+                        false,
+                    );
+                }
+                _ => self.count_malformed(fullname, "bad records in a query answer"),
+            }
+        }
+    }
+
+    /// Every version of `name`, with its nodes.
+    pub(super) fn lookup(&self, name: &str) -> Option<Vec<Service>> {
+        let cache = lock(&self.cache);
+        let nodes = cache.services.get(name)?;
+        let mut versions: BTreeMap<&str, Service> = BTreeMap::new();
+        for known in nodes.values() {
+            let one = &known.service;
+            let entry = versions
+                .entry(one.version.as_str())
+                .or_insert_with(|| Service {
+                    nodes: Vec::new(),
+                    ..one.clone()
+                });
+            entry.nodes.extend(one.nodes.iter().cloned());
+        }
+        Some(versions.into_values().collect())
+    }
+
+    /// Every known service name.
+    pub(super) fn names(&self) -> Vec<String> {
+        lock(&self.cache).services.keys().cloned().collect()
+    }
+}
