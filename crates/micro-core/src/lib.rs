@@ -40,6 +40,7 @@
 //!
 //! Environment, as go-micro reads it: `MICRO_REGISTRY` (`mdns`, `memory`),
 //! `MICRO_REGISTRY_ADDRESS`, `MICRO_SERVER_ADDRESS` (`:50051`), `MICRO_SERVER_ADVERTISE`,
+//! `MICRO_REGISTER_INTERVAL` and `MICRO_REGISTER_TTL` (seconds; 30 and 90 by default),
 //! `MICRO_MDNS_INTERFACES` (`all`, `loopback`, or interface names).
 
 mod addr;
@@ -56,8 +57,8 @@ pub use context::{CallOptions, Context, Metadata};
 pub use error::{Error, http_code};
 pub use server::Server;
 pub use service::{
-    DEFAULT_REGISTER_INTERVAL, DEFAULT_REGISTER_TTL, ENV_SERVER_ADDRESS, ENV_SERVER_ADVERTISE,
-    Service, shutdown_signal,
+    DEFAULT_REGISTER_INTERVAL, DEFAULT_REGISTER_TTL, ENV_REGISTER_INTERVAL, ENV_REGISTER_TTL,
+    ENV_SERVER_ADDRESS, ENV_SERVER_ADVERTISE, Service, shutdown_signal,
 };
 
 pub use micro_registry as registry;

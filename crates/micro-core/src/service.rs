@@ -14,6 +14,10 @@ use crate::{Client, Error, Server, addr};
 pub const ENV_SERVER_ADDRESS: &str = "MICRO_SERVER_ADDRESS";
 /// Environment variable with the address to announce instead of the bound one.
 pub const ENV_SERVER_ADVERTISE: &str = "MICRO_SERVER_ADVERTISE";
+/// Environment variable: seconds between re-registrations (go-micro's `MICRO_REGISTER_INTERVAL`).
+pub const ENV_REGISTER_INTERVAL: &str = "MICRO_REGISTER_INTERVAL";
+/// Environment variable: seconds a registration lives (go-micro's `MICRO_REGISTER_TTL`).
+pub const ENV_REGISTER_TTL: &str = "MICRO_REGISTER_TTL";
 /// How often a running service registers again (go-micro's default).
 pub const DEFAULT_REGISTER_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a registration lives unless renewed (go-micro's default).
@@ -42,6 +46,7 @@ pub struct Service {
     transport: Arc<dyn Transport>,
     register_interval: Duration,
     register_ttl: Duration,
+    config_error: Option<String>,
     server: Server,
     client: Option<Client>,
 }
@@ -51,6 +56,9 @@ impl Service {
     /// `MICRO_REGISTRY` (default `mdns`), `MICRO_SERVER_ADDRESS` (default: all
     /// interfaces, a free port), `MICRO_SERVER_ADVERTISE`.
     ///
+    /// `MICRO_REGISTER_INTERVAL` and `MICRO_REGISTER_TTL` (seconds) set the
+    /// re-registration interval and the TTL.
+    ///
     /// Configuration errors are reported by [`Service::run`] (and by calls made with
     /// [`Service::client`]), never by a panic.
     pub fn new(name: impl Into<String>) -> Self {
@@ -58,6 +66,21 @@ impl Service {
         if let Err(e) = &registry {
             tracing::error!(error = %e, "no registry");
         }
+        let mut config_error = None;
+        let mut seconds = |key: &str, default: Duration| match std::env::var(key) {
+            Err(_) => default,
+            Ok(value) => match value.trim().parse::<u64>() {
+                Ok(secs) if secs > 0 => Duration::from_secs(secs),
+                _ => {
+                    config_error = Some(format!(
+                        "{key}={value:?}: expected a positive number of seconds"
+                    ));
+                    default
+                }
+            },
+        };
+        let register_interval = seconds(ENV_REGISTER_INTERVAL, DEFAULT_REGISTER_INTERVAL);
+        let register_ttl = seconds(ENV_REGISTER_TTL, DEFAULT_REGISTER_TTL);
         Self {
             name: name.into(),
             version: "latest".to_string(),
@@ -68,8 +91,9 @@ impl Service {
             metadata: HashMap::new(),
             registry,
             transport: Arc::new(TcpTransport::default()),
-            register_interval: DEFAULT_REGISTER_INTERVAL,
-            register_ttl: DEFAULT_REGISTER_TTL,
+            register_interval,
+            register_ttl,
+            config_error,
             server: Server::new(),
             client: None,
         }
@@ -125,6 +149,7 @@ impl Service {
     pub fn register_interval(mut self, interval: Duration, ttl: Duration) -> Self {
         self.register_interval = interval;
         self.register_ttl = ttl;
+        self.config_error = None;
         self
     }
 
@@ -161,6 +186,9 @@ impl Service {
     /// forgets the node before the listener closes, and in-flight calls get the
     /// server's grace period to finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        if let Some(e) = self.config_error {
+            return Err(Error::internal_server_error("go.micro.server", e));
+        }
         let registry = self.registry.map_err(Error::from)?;
         if self.register_ttl <= self.register_interval {
             return Err(Error::internal_server_error(

@@ -9,8 +9,8 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::Weak;
 use std::time::Duration;
 
-use simple_dns::Packet;
 use simple_dns::rdata::RData;
+use simple_dns::{Packet, PacketFlag};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::SERVICE_TYPE;
@@ -71,6 +71,11 @@ pub(super) fn read_packet(bytes: &[u8], shared: &Shared) {
     let Ok(packet) = Packet::parse(bytes) else {
         return;
     };
+    // Queries carry the records their sender already knows (known-answer lists);
+    // those say nothing about whether the node is alive. Only responses count.
+    if !packet.has_flags(PacketFlag::RESPONSE) {
+        return;
+    }
     let service_type = SERVICE_TYPE.trim_end_matches('.');
     let suffix = format!(".{service_type}");
     for record in packet

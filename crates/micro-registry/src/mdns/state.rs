@@ -2,7 +2,7 @@
 //! from mdns-sd's browse, from legacy unicast queries, and from goodbye packets heard
 //! by the passive listener. Every change is published to watchers in order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -24,6 +24,8 @@ pub(super) struct Shared {
     pub(super) hub: WatchHub,
     pub(super) malformed: AtomicU64,
     pub(super) over_limit: AtomicU64,
+    /// Instances already counted as malformed (each is counted once).
+    malformed_seen: Mutex<HashSet<String>>,
     default_ttl: Duration,
 }
 
@@ -79,6 +81,7 @@ impl Shared {
             hub: WatchHub::new(),
             malformed: AtomicU64::new(0),
             over_limit: AtomicU64::new(0),
+            malformed_seen: Mutex::new(HashSet::new()),
             default_ttl,
         }
     }
@@ -119,8 +122,11 @@ impl Shared {
     }
 
     fn count_malformed(&self, instance: &str, why: &str) {
-        self.malformed.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(instance, why, "ignoring malformed mDNS instance");
+        let mut seen = lock(&self.malformed_seen);
+        if seen.len() < MAX_INSTANCES && seen.insert(normalize(instance)) {
+            self.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(instance, why, "ignoring malformed mDNS instance");
+        }
     }
 
     /// Records a node; publishes Create or Update when it is new or changed.

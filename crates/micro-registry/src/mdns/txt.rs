@@ -289,6 +289,75 @@ mod tests {
         assert_eq!(roundtrip(&pairs), Err(TxtError::BadChunks("ep")));
     }
 
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9._:/ é-]{1,40}"
+        }
+
+        prop_compose! {
+            fn services()(
+                name in text(),
+                version in "[a-z0-9.]{0,8}",
+                id in text(),
+                metadata in prop::collection::hash_map("[a-z]{1,10}", text(), 0..6),
+                endpoints in prop::collection::vec((text(), text()), 0..12),
+            ) -> (Service, Node) {
+                let mut node = Node::new(id, "127.0.0.1:1");
+                node.metadata = metadata;
+                let mut service = Service::new(name).with_version(version);
+                for (name, ty) in endpoints {
+                    service.endpoints.push(Endpoint {
+                        name,
+                        request: Some(Value::new(ty.clone(), ty)),
+                        response: None,
+                        metadata: HashMap::new(),
+                    });
+                }
+                (service, node)
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn what_is_encoded_decodes_the_same((service, node) in services()) {
+                let pairs = encode(&service, &node, Some(Duration::from_secs(90))).unwrap();
+                let decoded = roundtrip(&pairs).unwrap();
+                prop_assert_eq!(decoded.service, service.name);
+                prop_assert_eq!(decoded.version, service.version);
+                prop_assert_eq!(decoded.id, node.id);
+                prop_assert_eq!(decoded.metadata, node.metadata);
+                prop_assert_eq!(decoded.endpoints, service.endpoints);
+                prop_assert_eq!(decoded.ttl, Some(Duration::from_secs(90)));
+            }
+
+            #[test]
+            fn arbitrary_records_never_panic(
+                pairs in prop::collection::vec(
+                    ("(txtvers|service|version|id|ttl|meta\\.[0-9]|ep\\.[0-9]|[a-z.]{1,6})",
+                     prop::option::of(prop::collection::vec(any::<u8>(), 0..300))),
+                    0..40,
+                )
+            ) {
+                let _ = decode(pairs.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
+            }
+
+            #[test]
+            fn cut_values_with_a_piece_missing_are_rejected(
+                (service, node) in services(), drop_index in 0usize..8
+            ) {
+                let pairs = encode(&service, &node, None).unwrap();
+                let key = format!("ep.{drop_index}");
+                let pieces = pairs.iter().filter(|(k, _)| k.starts_with("ep.")).count();
+                prop_assume!(drop_index + 1 < pieces);
+                let kept: Vec<_> = pairs.into_iter().filter(|(k, _)| *k != key).collect();
+                prop_assert!(roundtrip(&kept).is_err());
+            }
+        }
+    }
+
     #[test]
     fn garbage_is_rejected_not_panicked_on() {
         let bad: &[(&str, Option<&[u8]>)] = &[
