@@ -44,7 +44,12 @@ struct Running {
 
 impl Running {
     fn start(name: &str) -> Self {
+        Self::start_with(name, &[])
+    }
+
+    fn start_with(name: &str, env: &[(&str, &str)]) -> Self {
         let child = Command::new(example(name))
+            .envs(env.iter().copied())
             .env("MICRO_MDNS_INTERFACES", "loopback")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -227,6 +232,46 @@ async fn a_stopped_service_disappears_from_a_watching_registry() {
             .unwrap_err()
             .is_not_found()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_service_disappears_within_its_ttl() {
+    let _turn = SERIAL.lock().await;
+    let registry = registry();
+    let mut watcher = registry
+        .watch(WatchOptions::service("go.micro.srv.vessel"))
+        .await
+        .expect("watch");
+    let mut vessel = Running::start_with(
+        "vessel",
+        &[
+            ("MICRO_REGISTER_TTL", "2"),
+            ("MICRO_REGISTER_INTERVAL", "1"),
+        ],
+    );
+    let created = tokio::time::timeout(Duration::from_secs(10), watcher.next())
+        .await
+        .expect("no create event")
+        .expect("watcher");
+    assert_eq!(created.action, Action::Create);
+    // Alive, it outlives its TTL: liveness queries keep it.
+    let quiet = tokio::time::timeout(Duration::from_secs(3), watcher.next()).await;
+    assert!(quiet.is_err(), "unexpected event while alive: {quiet:?}");
+
+    // No goodbye: the process dies at once.
+    vessel.child.kill().expect("SIGKILL");
+    let _ = vessel.child.wait();
+    let killed_at = Instant::now();
+    let deleted = tokio::time::timeout(Duration::from_secs(10), watcher.next())
+        .await
+        .expect("no delete event within 10s")
+        .expect("watcher");
+    let took = killed_at.elapsed();
+    eprintln!("SIGKILL -> delete seen: {took:?} (TTL 2s)");
+    assert_eq!(deleted.action, Action::Delete);
+    assert_eq!(deleted.service.nodes[0].id, created.service.nodes[0].id);
+    // The TTL, plus at most one liveness query period (a third of it) and a sweep.
+    assert!(took < Duration::from_millis(3500), "{took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -214,3 +214,34 @@ async fn hostile_instances_and_garbage_packets_are_ignored_and_counted() {
     assert_eq!(found[0].nodes[0].id, "go.micro.srv.mdnsreal-1");
     let _ = hostile.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_node_with_a_short_ttl_is_kept_alive() {
+    let server = loopback();
+    let client = loopback();
+    let mut svc = service("go.micro.srv.alive-1", 4400);
+    svc.name = "go.micro.srv.alive".into();
+    let mut watcher = client
+        .watch(WatchOptions::service("go.micro.srv.alive"))
+        .await
+        .unwrap();
+    server
+        .register(&svc, RegisterOptions::with_ttl(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let created = tokio::time::timeout(Duration::from_secs(5), watcher.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(created.action, Action::Create);
+    // Three TTLs later it is still there: liveness queries keep it fresh.
+    let quiet = tokio::time::timeout(Duration::from_secs(3), watcher.next()).await;
+    assert!(quiet.is_err(), "unexpected event: {quiet:?}");
+    assert_eq!(
+        client.get_service("go.micro.srv.alive").await.unwrap()[0]
+            .nodes
+            .len(),
+        1
+    );
+    server.deregister(&svc).await.unwrap();
+}

@@ -338,21 +338,23 @@ fn interface_ips(interfaces: &MdnsInterfaces) -> Vec<Ipv4Addr> {
 /// within milliseconds), then every third of the shortest TTL, expiring nodes that
 /// stopped answering. Ends when the registry is dropped.
 fn refresh_loop(out_of: Option<Ipv4Addr>, shared: std::sync::Weak<Shared>) {
-    let mut next_query = Instant::now();
+    let mut last_query: Option<Instant> = None;
     loop {
         let Some(state) = shared.upgrade() else {
             return;
         };
-        if Instant::now() >= next_query {
+        // Recomputed every tick, so a node with a short TTL is checked on soon after
+        // it appears.
+        let every = state
+            .shortest_remote_ttl()
+            .map_or(MAX_REFRESH, |ttl| (ttl / 3).clamp(MIN_REFRESH, MAX_REFRESH));
+        if last_query.is_none_or(|at| at.elapsed() >= every) {
+            last_query = Some(Instant::now());
             let result = query::query(out_of, QUERY_WINDOW, |heard| state.absorb(heard));
             if let Err(e) = result {
                 // The browse still finds everything, only up to a second later.
                 tracing::debug!(error = %e, "legacy unicast mDNS query failed");
             }
-            let every = state
-                .shortest_remote_ttl()
-                .map_or(MAX_REFRESH, |ttl| (ttl / 3).clamp(MIN_REFRESH, MAX_REFRESH));
-            next_query = Instant::now() + every;
         }
         state.expire();
         drop(state);
