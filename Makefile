@@ -3,6 +3,7 @@
 #   make demo   the shippy example end to end (vessel, consignment, CLI)
 #   make test   the workspace's tests
 #   make lint   rustfmt and clippy, as CI runs them
+#   make bench  discovery speed (more benchmarks come with BENCHMARKS.md)
 #
 # Everything that speaks mDNS runs inside a private network namespace whose only
 # interface is loopback (scripts/in-netns), so nothing is announced to the LAN.
@@ -11,7 +12,7 @@
 CARGO ?= cargo
 NETNS := scripts/in-netns
 
-.PHONY: demo test lint build
+.PHONY: demo test lint build bench
 
 build:
 	$(CARGO) build --workspace --examples
@@ -32,3 +33,7 @@ test:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench:
+	$(CARGO) bench --no-run -p micro-registry
+	$(NETNS) $(CARGO) bench --offline -p micro-registry --bench discovery
