@@ -207,3 +207,78 @@ async fn a_bad_listen_address_is_an_error_not_a_panic() {
     let err = service.run_until(async {}).await.unwrap_err();
     assert!(err.detail.contains("256.0.0.1:1"), "{err}");
 }
+
+/// TCP, counting dials per address.
+#[derive(Debug, Default)]
+struct CountingTransport {
+    tcp: TcpTransport,
+    dials: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+#[async_trait::async_trait]
+impl micro_core::transport::Transport for CountingTransport {
+    async fn listen(
+        &self,
+        address: &str,
+    ) -> Result<Box<dyn micro_core::transport::Listener>, micro_core::transport::TransportError>
+    {
+        self.tcp.listen(address).await
+    }
+    async fn dial(
+        &self,
+        address: &str,
+    ) -> Result<micro_core::transport::BoxedIo, micro_core::transport::TransportError> {
+        *self
+            .dials
+            .lock()
+            .unwrap()
+            .entry(address.to_string())
+            .or_default() += 1;
+        self.tcp.dial(address).await
+    }
+    fn name(&self) -> &'static str {
+        "counting-tcp"
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_refused_a_connection_is_passed_over() {
+    let (registry, _client, stop, task) = start().await;
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead_address = format!("127.0.0.1:{dead_port}");
+    let dead = micro_core::registry::Service::new("test.echo")
+        .with_version("latest")
+        .with_node(micro_core::registry::Node::new(
+            "test.echo-dead",
+            dead_address.clone(),
+        ));
+    registry.register(&dead, Default::default()).await.unwrap();
+    let transport = Arc::new(CountingTransport::default());
+    let client = Client::new(Arc::clone(&registry), transport.clone());
+    for _ in 0..50 {
+        let reply: Ping = client
+            .call(
+                "test.echo",
+                "/test.echo.Echo/Say",
+                Ping { msg: "x".into() },
+                CallOptions::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.msg, "echo: x");
+    }
+    let dials = transport
+        .dials
+        .lock()
+        .unwrap()
+        .get(&dead_address)
+        .copied()
+        .unwrap_or(0);
+    assert!(dials <= 1, "the refusing node was dialed {dials} times");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}

@@ -9,10 +9,15 @@
 //! - instance name: the node id (ids longer than a DNS label, 63 bytes, are cut and
 //!   given a hash suffix; the full id is in the TXT record);
 //! - SRV and A/AAAA: the node's address and port, on a host name derived from the node id;
-//! - TXT: the service name, version, node id, node metadata and endpoints, laid out as
-//!   described in [`txt`](self::txt) (keys `txtvers`, `service`, `version`, `id`,
-//!   `meta.N`, `ep.N`). At most [`MAX_TXT_BYTES`] per node; more is refused at
-//!   registration with [`Error::InvalidService`].
+//! - TXT, one key per string: `txtvers=1`, `service=<name>`, `version=<version>`,
+//!   `id=<node id>`, `ttl=<seconds>` (the registration's TTL, when it has one), and
+//!   `meta.0`, `meta.1`, ... (node metadata as a JSON object) and `ep.0`, `ep.1`, ...
+//!   (the endpoints as go-micro's JSON), JSON cut into pieces of 240 bytes and joined in
+//!   index order. At most [`MAX_TXT_BYTES`] per node; more is refused at registration
+//!   with [`Error::InvalidService`].
+//!
+//! `avahi-browse -rt _micro._tcp` and python-zeroconf list every node with its service
+//! name (the `service` key) and address (SRV and A); the interop test checks the latter.
 //!
 //! Service-level metadata is not announced (go-micro's mDNS registry does not either).
 //!
@@ -34,6 +39,26 @@
 //! so a process started just after a service would otherwise wait up to a second. Only
 //! in the first [`MdnsRegistry::WARMUP`] after start does a lookup of an unknown name
 //! wait for answers to arrive; after that a miss is answered at once.
+//!
+//! # Leaving, and dying
+//!
+//! Deregistering sends mDNS goodbyes (TTL 0). Besides the browse, each registry listens
+//! on the mDNS port itself: a goodbye heard there removes the node at once, rather than
+//! after the one second RFC 6762 §10.1 lets a cache keep it, and answers about that
+//! node arriving in the next few seconds (a responder's late, delayed answer) are
+//! ignored. Node ids are never reused, so nothing legitimate is lost by this.
+//!
+//! A node whose process is killed sends no goodbye. Each registry asks the network who
+//! is alive (the same legacy unicast query) every third of the shortest TTL it knows,
+//! at most every 30 s, and forgets a node not heard from within its TTL: the `ttl`
+//! TXT key, which services fill from their register TTL (`MICRO_REGISTER_TTL`, 90 s
+//! by default, as go-micro's), or [`DEFAULT_TTL`] when a registration has none.
+//!
+//! # Hostile input
+//!
+//! Records that do not decode (missing keys, bad UTF-8 or JSON, missing pieces,
+//! oversized values) are ignored and counted once per instance ([`MdnsRegistry::stats`]);
+//! at most [`MAX_INSTANCES`] remote instances are kept. Nothing is decompressed.
 
 mod listen;
 mod query;
