@@ -1,7 +1,8 @@
 //! Transports and codecs for micro.
 //!
 //! - [`Transport`]: listens for and dials the byte streams that carry gRPC's HTTP/2.
-//!   [`TcpTransport`] is the default.
+//!   [`TcpTransport`] is the default; [`MemoryTransport`] connects tasks of one process
+//!   with no sockets.
 //! - [`Codec`]: turns messages into bytes and back. [`ProtoCodec`] (Protocol Buffers)
 //!   is the default; [`TonicCodec`] plugs any codec into tonic.
 //!
@@ -17,10 +18,12 @@
 
 mod codec;
 mod error;
+mod memory;
 mod tcp;
 mod transport;
 
 pub use codec::{Codec, CodecDecoder, CodecEncoder, ProtoCodec, TonicCodec};
 pub use error::{CodecError, TransportError};
+pub use memory::MemoryTransport;
 pub use tcp::{DEFAULT_DIAL_TIMEOUT, TcpTransport};
 pub use transport::{Accepted, BoxedIo, Io, Listener, Transport};
