@@ -21,18 +21,19 @@ demo: build
 	$(NETNS) scripts/demo.sh
 
 test:
-	$(CARGO) build --workspace --all-targets
+	$(CARGO) build --workspace --all-targets --all-features
 	$(CARGO) build --examples
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(NETNS) $(CARGO) nextest run --workspace --offline --no-fail-fast; \
+		$(NETNS) $(CARGO) nextest run --workspace --all-features --offline --no-fail-fast; \
 	else \
-		$(NETNS) $(CARGO) test --workspace --offline --no-fail-fast --lib --bins --tests --examples; \
+		$(NETNS) $(CARGO) test --workspace --all-features --offline --no-fail-fast --lib --bins --tests --examples; \
 	fi
-	$(CARGO) test --workspace --doc --offline
+	$(CARGO) test --workspace --all-features --doc --offline
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 bench:
 	$(CARGO) bench --no-run -p micro-registry

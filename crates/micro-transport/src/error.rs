@@ -40,6 +40,9 @@ pub enum TransportError {
         /// The timeout.
         timeout: std::time::Duration,
     },
+    /// TLS could not be set up (bad PEM, mismatched key, missing identity).
+    #[error("tls: {0}")]
+    Tls(String),
     /// Accepting a connection failed.
     #[error("accept: {0}")]
     Accept(#[source] io::Error),

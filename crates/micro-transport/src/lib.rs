@@ -2,7 +2,7 @@
 //!
 //! - [`Transport`]: listens for and dials the byte streams that carry gRPC's HTTP/2.
 //!   [`TcpTransport`] is the default; [`MemoryTransport`] connects tasks of one process
-//!   with no sockets.
+//!   with no sockets; `TlsTransport` (feature `tls`) adds TLS and mutual TLS.
 //! - [`Codec`]: turns messages into bytes and back. [`ProtoCodec`] (Protocol Buffers)
 //!   is the default; [`TonicCodec`] plugs any codec into tonic.
 //!
@@ -20,10 +20,14 @@ mod codec;
 mod error;
 mod memory;
 mod tcp;
+#[cfg(feature = "tls")]
+mod tls;
 mod transport;
 
 pub use codec::{Codec, CodecDecoder, CodecEncoder, ProtoCodec, TonicCodec};
 pub use error::{CodecError, TransportError};
 pub use memory::MemoryTransport;
 pub use tcp::{DEFAULT_DIAL_TIMEOUT, TcpTransport};
+#[cfg(feature = "tls")]
+pub use tls::{TlsOptions, TlsTransport};
 pub use transport::{Accepted, BoxedIo, Io, Listener, Transport};
