@@ -47,10 +47,13 @@ impl ShippingServiceHandler for Shipping {
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "no vessel");
+                // 404: no vessel fits. Anything else: the vessel service could not be
+                // asked; that is this service failing its caller (500), not this
+                // service being unavailable (503, which clients would retry).
                 Error::new(
                     NAME,
                     format!("no vessel available for this consignment: {}", e.detail),
-                    if e.code == 404 { 404 } else { 503 },
+                    if e.code == 404 { 404 } else { 500 },
                 )
             })?;
         let vessel = found.vessel.ok_or_else(|| {

@@ -27,13 +27,56 @@ pub(crate) fn check_supported(fds: &FileDescriptorSet) -> Result<(), Error> {
     Ok(())
 }
 
-pub(crate) struct MicroGenerator;
+/// Writes micro's code for each proto service.
+pub(crate) struct MicroGenerator {
+    /// Messages derive serde: serve and call with JSON too.
+    pub(crate) serde: bool,
+    /// The encoded `FileDescriptorSet` of everything compiled, for gRPC reflection.
+    pub(crate) descriptors: Vec<u8>,
+    /// Packages that have services (and so need the descriptors).
+    pub(crate) with_services: std::collections::HashSet<String>,
+}
 
 impl ServiceGenerator for MicroGenerator {
     fn generate(&mut self, service: Service, buf: &mut String) {
+        self.with_services.insert(service.package.clone());
         // `write!` into a String cannot fail.
-        let _ = generate_service(&service, buf);
+        let _ = generate_service(&service, self.serde, buf);
     }
+
+    fn finalize_package(&mut self, package: &str, buf: &mut String) {
+        if !self.with_services.contains(package) {
+            return;
+        }
+        let _ = writeln!(buf);
+        let _ = writeln!(
+            buf,
+            "/// The encoded `FileDescriptorSet` of the protos compiled with this package, served by gRPC reflection."
+        );
+        let _ = writeln!(
+            buf,
+            "pub const FILE_DESCRIPTOR_SET: &[u8] = b\"{}\";",
+            escape(&self.descriptors)
+        );
+    }
+}
+
+/// Bytes as the inside of a Rust byte string literal.
+fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(b));
+            }
+            0x20..=0x7e => out.push(char::from(b)),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
+    out
 }
 
 fn doc_lines(buf: &mut String, lines: &[String], indent: &str) -> std::fmt::Result {
@@ -51,7 +94,12 @@ fn short_type(proto_type: &str) -> &str {
     proto_type.rsplit('.').next().unwrap_or(proto_type)
 }
 
-fn generate_service(service: &Service, buf: &mut String) -> std::fmt::Result {
+fn generate_service(service: &Service, serde: bool, buf: &mut String) -> std::fmt::Result {
+    let (unary, call) = if serde {
+        ("unary", "call")
+    } else {
+        ("unary_proto", "call_proto")
+    };
     let name = &service.name;
     let package = &service.package;
     let full = if package.is_empty() {
@@ -107,8 +155,9 @@ fn generate_service(service: &Service, buf: &mut String) -> std::fmt::Result {
         "    let endpoints = ::micro_core::server::Handler::new({package:?}, {:?})",
         service.proto_name
     )?;
+    writeln!(buf, "        .file_descriptor_set(FILE_DESCRIPTOR_SET)")?;
     for method in &service.methods {
-        write_unary_route(buf, method)?;
+        write_unary_route(buf, method, unary)?;
     }
     writeln!(buf, "        ;")?;
     writeln!(buf, "    server.handle(endpoints)")?;
@@ -177,7 +226,7 @@ fn generate_service(service: &Service, buf: &mut String) -> std::fmt::Result {
         )?;
         writeln!(
             buf,
-            "        self.client.call(&self.name, {path:?}, request, options).await"
+            "        self.client.{call}(&self.name, {path:?}, request, options).await"
         )?;
         writeln!(buf, "    }}")?;
     }
@@ -185,10 +234,10 @@ fn generate_service(service: &Service, buf: &mut String) -> std::fmt::Result {
     Ok(())
 }
 
-fn write_unary_route(buf: &mut String, method: &Method) -> std::fmt::Result {
+fn write_unary_route(buf: &mut String, method: &Method, unary: &str) -> std::fmt::Result {
     writeln!(
         buf,
-        "        .unary({:?}, {:?}, {:?}, {{",
+        "        .{unary}({:?}, {:?}, {:?}, {{",
         method.proto_name,
         short_type(&method.input_proto_type),
         short_type(&method.output_proto_type)

@@ -66,16 +66,19 @@ pub fn compile(protos: &[impl AsRef<Path>], includes: &[impl AsRef<Path>]) -> Re
 }
 
 /// Options for code generation.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Builder {
     out_dir: Option<PathBuf>,
     serde: bool,
 }
 
 impl Builder {
-    /// The defaults: output to `OUT_DIR`, no serde derives.
+    /// The defaults: output to `OUT_DIR`, serde derives on.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            out_dir: None,
+            serde: true,
+        }
     }
 
     /// Writes to `dir` instead of `OUT_DIR`.
@@ -86,7 +89,9 @@ impl Builder {
     }
 
     /// Derives serde's `Serialize` and `Deserialize` on messages (field names as in
-    /// the proto, missing fields default), so they can be read from and written to JSON.
+    /// the proto, missing fields default), so they can be read from and written to
+    /// JSON and every endpoint also serves `application/grpc+json`. On by default;
+    /// turn it off for protobuf only.
     #[must_use]
     pub fn serde(mut self, enable: bool) -> Self {
         self.serde = enable;
@@ -121,7 +126,11 @@ impl Builder {
             .out_dir(&out_dir)
             .prost_path("::micro_core::prost")
             .prost_types_path("::micro_core::prost_types")
-            .service_generator(Box::new(generator::MicroGenerator));
+            .service_generator(Box::new(generator::MicroGenerator {
+                serde: self.serde,
+                descriptors: prost::Message::encode_to_vec(&fds),
+                with_services: Default::default(),
+            }));
         if self.serde {
             config.type_attribute(
                 ".",

@@ -1,31 +1,170 @@
 //! The client: calls services by name.
 //!
-//! A call resolves the service name through the registry, picks a node at random,
-//! and sends the request over a pooled HTTP/2 connection to that node (one per node,
-//! reused across calls). A node that refuses the connection is skipped and another one
-//! is tried.
+//! A call resolves the service name through a cache of the registry, picks a node
+//! with the [`Selector`] (random by default), and sends the request over a pooled
+//! HTTP/2 connection to that node (one per node, reused; closed when the node leaves
+//! the registry).
+//!
+//! # Deadlines and retries
+//!
+//! A call has one deadline: the earlier of its timeout (default 30 s, go-micro v4's)
+//! and the deadline of the request being served, when the call is made from a
+//! handler with `ctx.call_options()`. The server is told the time *remaining* in
+//! `grpc-timeout` on every attempt. (go-micro sends its fixed request timeout
+//! downstream instead, so a chain of calls can outlive its caller.)
+//!
+//! A call is retried, up to 5 times (go-micro v4's default) and never past its
+//! deadline, when the node could not be reached (the request never left), or when it
+//! answered UNAVAILABLE and another node is there to try. Each retry goes to a node
+//! not yet tried when there is one, after go-micro's backoff (0.1 s, 0.6 s, 1.9 s,
+//! ...). No other error is retried (go-micro v4 retries only its own timeouts; micro does not,
+//! since a request that timed out may have run). A node that refused a connection is
+//! passed over by later calls for 5 s.
+//!
+//! # Middleware
+//!
+//! [`ClientBuilder::layer`] wraps every request in a tower layer, between the gRPC
+//! encoding and the connection: see the crate docs for examples.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use hyper_util::rt::TokioIo;
-use micro_registry::{CachedRegistry, Node, Registry};
-use micro_transport::{ProtoCodec, TonicCodec, Transport};
-use rand::Rng;
+use micro_registry::{Action, CachedRegistry, Node, Registry, WatchOptions};
+use micro_transport::{Codec, JsonCodec, ProtoCodec, TonicCodec, Transport};
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
 
-use crate::server::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::{CallOptions, Error};
+use crate::selector::{Random, Selector};
+use crate::server::{BoxError, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::{CallOptions, ContentType, Error};
 
 /// How long a call may take by default, retries included (go-micro v4's value).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How many other nodes are tried after a node refuses the connection.
-pub const DEFAULT_RETRIES: usize = 1;
+/// How many times a call is retried after a connection failure or UNAVAILABLE
+/// (go-micro v4's value).
+pub const DEFAULT_RETRIES: usize = 5;
 /// How long a node that refused a connection is passed over (unless no other is left).
-/// Long enough to outlast an mDNS goodbye (at most 1.5 s) and a restart.
+/// Long enough to outlast an mDNS goodbye and a restart.
 const REFUSED_FOR: Duration = Duration::from_secs(5);
+
+/// go-micro's backoff before retry `attempt` (1-based): `100 ms * attempt^e`, whole
+/// multiples of 100 ms: 100 ms, 600 ms, 1.9 s, 4.3 s, 7.9 s.
+pub fn default_backoff(attempt: u32) -> Duration {
+    let factor = f64::from(attempt).powf(std::f64::consts::E).floor();
+    Duration::from_millis(100).mul_f64(factor.min(1200.0))
+}
+
+type Body = tonic::body::Body;
+
+/// The HTTP service a client layer wraps: one node's connection.
+pub type HttpClient = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, LayerError>;
+
+type LayerFn = Arc<dyn Fn(HttpClient) -> HttpClient + Send + Sync>;
+
+/// Builds a [`Client`].
+pub struct ClientBuilder {
+    registry: Arc<dyn Registry>,
+    transport: Arc<dyn Transport>,
+    selector: Arc<dyn Selector>,
+    request_timeout: Duration,
+    retries: usize,
+    backoff: fn(u32) -> Duration,
+    max_message_size: usize,
+    layers: Vec<LayerFn>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("selector", &self.selector)
+            .field("request_timeout", &self.request_timeout)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Chooses nodes with `selector` (default [`Random`]).
+    #[must_use]
+    pub fn selector(mut self, selector: impl Selector) -> Self {
+        self.selector = Arc::new(selector);
+        self
+    }
+
+    /// The default timeout of a call, retries included (default 30 s).
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The default number of retries (default 5).
+    #[must_use]
+    pub fn retries(mut self, retries: usize) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// The delay before retry `n` (1-based; default [`default_backoff`]).
+    #[must_use]
+    pub fn backoff(mut self, backoff: fn(u32) -> Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The largest message sent or accepted (default 4 MiB).
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Wraps every request in a tower layer (the last added runs first).
+    #[must_use]
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<HttpClient> + Send + Sync + 'static,
+        L::Service: Service<http::Request<Body>, Response = http::Response<Body>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<http::Request<Body>>>::Error: Into<BoxError>,
+        <L::Service as Service<http::Request<Body>>>::Future: Send + 'static,
+    {
+        self.layers.push(Arc::new(move |inner| {
+            BoxCloneSyncService::new(layer.layer(inner).map_err(|e| LayerError(e.into())))
+        }));
+        self
+    }
+
+    /// The client.
+    pub fn build(self) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                cache: CachedRegistry::new(Arc::clone(&self.registry)),
+                registry: self.registry,
+                transport: self.transport,
+                selector: self.selector,
+                request_timeout: self.request_timeout,
+                retries: self.retries,
+                backoff: self.backoff,
+                max_message_size: self.max_message_size,
+                layers: self.layers,
+                pool: Mutex::new(HashMap::new()),
+                refused: Mutex::new(HashMap::new()),
+                pruning: Mutex::new(false),
+            }),
+        }
+    }
+}
 
 /// Calls services by name. Cheap to clone; clones share the connection pool.
 ///
@@ -35,32 +174,65 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     registry: Arc<dyn Registry>,
     cache: CachedRegistry,
-    refused: Mutex<HashMap<String, Instant>>,
     transport: Arc<dyn Transport>,
+    selector: Arc<dyn Selector>,
     request_timeout: Duration,
     retries: usize,
+    backoff: fn(u32) -> Duration,
     max_message_size: usize,
-    channels: Mutex<HashMap<String, Channel>>,
+    layers: Vec<LayerFn>,
+    /// address -> the layered connection to it.
+    pool: Mutex<HashMap<String, HttpClient>>,
+    refused: Mutex<HashMap<String, Instant>>,
+    pruning: Mutex<bool>,
 }
 
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("registry", &self.registry.name())
+            .field("transport", &self.transport.name())
+            .field("selector", &self.selector)
+            .field("connections", &lock(&self.pool).len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One attempt with one codec, chosen per call.
+type Attempt<Req, Resp> = fn(
+    &Client,
+    &str,
+    &'static str,
+    Req,
+    &CallOptions,
+    Instant,
+) -> BoxFuture<'static, Result<Resp, tonic::Status>>;
+
 impl Client {
-    /// A client that finds services in `registry` and reaches them over `transport`.
+    /// A client with the defaults that finds services in `registry` and reaches them
+    /// over `transport`.
     pub fn new(registry: Arc<dyn Registry>, transport: Arc<dyn Transport>) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                cache: CachedRegistry::new(Arc::clone(&registry)),
-                refused: Mutex::new(HashMap::new()),
-                registry,
-                transport,
-                request_timeout: DEFAULT_REQUEST_TIMEOUT,
-                retries: DEFAULT_RETRIES,
-                max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-                channels: Mutex::new(HashMap::new()),
-            }),
+        Self::builder(registry, transport).build()
+    }
+
+    /// A builder for options.
+    pub fn builder(registry: Arc<dyn Registry>, transport: Arc<dyn Transport>) -> ClientBuilder {
+        ClientBuilder {
+            registry,
+            transport,
+            selector: Arc::new(Random),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+            backoff: default_backoff,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            layers: Vec::new(),
         }
     }
 
@@ -69,9 +241,14 @@ impl Client {
         &self.inner.registry
     }
 
-    /// Calls a unary method of the service registered as `service`.
-    ///
-    /// `path` is the gRPC path, `/package.Service/Method`. Generated clients call this.
+    /// Open connections, one per node called.
+    pub fn connections(&self) -> usize {
+        lock(&self.inner.pool).len()
+    }
+
+    /// Calls a unary method of the service registered as `service`, with protobuf or,
+    /// when the options say so, JSON. `path` is the gRPC path, `/package.Service/Method`.
+    /// Generated clients call this.
     pub async fn call<Req, Resp>(
         &self,
         service: &str,
@@ -80,140 +257,200 @@ impl Client {
         options: CallOptions,
     ) -> Result<Resp, Error>
     where
-        Req: prost::Message + Default + Clone + Send + 'static,
-        Resp: prost::Message + Default + Send + 'static,
+        Req: prost::Message
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + Default
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        Resp: prost::Message
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + Default
+            + Send
+            + Sync
+            + 'static,
+    {
+        let attempt: Attempt<Req, Resp> = match options.content_type {
+            ContentType::Proto => attempt::<ProtoCodec, Req, Resp>,
+            ContentType::Json => attempt::<JsonCodec, Req, Resp>,
+        };
+        self.run(service, path, request, options, attempt).await
+    }
+
+    /// Like [`Client::call`], for messages without serde: protobuf only.
+    pub async fn call_proto<Req, Resp>(
+        &self,
+        service: &str,
+        path: &'static str,
+        request: Req,
+        options: CallOptions,
+    ) -> Result<Resp, Error>
+    where
+        Req: prost::Message + Default + Clone + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        if options.content_type == ContentType::Json {
+            return Err(Error::bad_request(
+                "go.micro.client",
+                "JSON needs messages with serde derives (micro_codegen::Builder::serde(true))",
+            ));
+        }
+        self.run(
+            service,
+            path,
+            request,
+            options,
+            attempt::<ProtoCodec, Req, Resp>,
+        )
+        .await
+    }
+
+    async fn run<Req, Resp>(
+        &self,
+        service: &str,
+        path: &'static str,
+        request: Req,
+        options: CallOptions,
+        attempt: Attempt<Req, Resp>,
+    ) -> Result<Resp, Error>
+    where
+        Req: Clone,
     {
         let timeout = options.timeout.unwrap_or(self.inner.request_timeout);
         let mut deadline = Instant::now() + timeout;
         if let Some(caller) = options.deadline {
             deadline = deadline.min(caller);
         }
-        let attempt = async {
-            let services = self.inner.cache.lookup(service).await?;
-            let mut nodes = self.usable_nodes(&services);
-            if nodes.is_empty() {
-                return Err(Error::internal_server_error(
-                    "go.micro.client",
-                    format!("service {service}: no nodes"),
-                ));
-            }
-            let mut last_error = None;
-            for _ in 0..=self.inner.retries {
-                if nodes.is_empty() {
-                    break;
-                }
-                let pick = rand::rng().random_range(0..nodes.len());
-                let node = nodes.swap_remove(pick);
-                match self
-                    .call_node(&node, path, request.clone(), &options, deadline)
-                    .await
-                {
-                    Err(status) if is_connection_failure(&status) => {
-                        tracing::debug!(service, node = %node.id, error = %status.message(), "node unreachable; trying another");
-                        self.forget(&node.address);
-                        self.inner
-                            .refused
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(node.address.clone(), Instant::now());
-                        last_error = Some(Error::service_unavailable(
-                            "go.micro.client",
-                            format!(
-                                "service {service}: node {} at {} unreachable: {}",
-                                node.id,
-                                node.address,
-                                status.message()
-                            ),
-                        ));
-                    }
-                    Err(status) => return Err(Error::from(status)),
-                    Ok(response) => return Ok(response),
-                }
-            }
-            Err(last_error.unwrap_or_else(|| {
-                Error::internal_server_error(
-                    "go.micro.client",
-                    format!("service {service}: no nodes"),
-                )
-            }))
-        };
-        match tokio::time::timeout_at(deadline, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::timeout(
+        let retries = options.retries.unwrap_or(self.inner.retries);
+        let timed_out = || {
+            Error::timeout(
                 "go.micro.client",
                 format!("call to {service} {path} timed out after {timeout:?}"),
-            )),
-        }
-    }
-
-    async fn call_node<Req, Resp>(
-        &self,
-        node: &Node,
-        path: &'static str,
-        request: Req,
-        options: &CallOptions,
-        deadline: Instant,
-    ) -> Result<Resp, tonic::Status>
-    where
-        Req: prost::Message + Default + Send + 'static,
-        Resp: prost::Message + Default + Send + 'static,
-    {
-        let channel = self.channel(&node.address)?;
-        let mut grpc = tonic::client::Grpc::new(channel)
-            .max_decoding_message_size(self.inner.max_message_size)
-            .max_encoding_message_size(self.inner.max_message_size);
-        grpc.ready()
-            .await
-            .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
-        let mut request = tonic::Request::new(request);
-        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        for (key, value) in options.metadata.iter() {
-            match (
-                tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
-                tonic::metadata::MetadataValue::try_from(value),
-            ) {
-                (Ok(k), Ok(v)) => {
-                    request.metadata_mut().insert(k, v);
+            )
+        };
+        self.ensure_pruning().await;
+        let mut tried: Vec<String> = Vec::new();
+        let mut last_error = None;
+        for n in 0..=retries {
+            if n > 0 {
+                let delay = (self.inner.backoff)(u32::try_from(n).unwrap_or(u32::MAX));
+                if Instant::now() + delay >= deadline {
+                    break;
                 }
-                _ => tracing::debug!(key, "skipping metadata that is not a valid header"),
+                tokio::time::sleep(delay).await;
             }
+            let node = match tokio::time::timeout_at(deadline, self.pick(service, &tried, &options))
+                .await
+            {
+                Ok(Ok(node)) => node,
+                Ok(Err(e)) => return Err(last_error.unwrap_or(e)),
+                Err(_) => return Err(timed_out()),
+            };
+            let outcome = tokio::time::timeout_at(
+                deadline,
+                attempt(
+                    self,
+                    &node.address,
+                    path,
+                    request.clone(),
+                    &options,
+                    deadline,
+                ),
+            )
+            .await;
+            let status = match outcome {
+                Err(_) => return Err(timed_out()),
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(status)) => status,
+            };
+            let refused = is_connection_failure(&status);
+            // A node that answered UNAVAILABLE is worth retrying elsewhere, not again.
+            let elsewhere = status.code() == tonic::Code::Unavailable
+                && self.has_untried(service, &tried, &node).await;
+            if !refused && !elsewhere {
+                return Err(client_error(status));
+            }
+            tracing::debug!(service, node = %node.id, error = %status.message(), attempt = n, "retryable failure");
+            if refused {
+                self.forget(&node.address);
+                lock(&self.inner.refused).insert(node.address.clone(), Instant::now());
+            }
+            last_error = Some(Error::service_unavailable(
+                "go.micro.client",
+                format!(
+                    "service {service}: node {} at {} unavailable: {}",
+                    node.id,
+                    node.address,
+                    status.message()
+                ),
+            ));
+            tried.push(node.address);
         }
-        let codec: TonicCodec<ProtoCodec, Req, Resp> = TonicCodec::new(ProtoCodec);
-        let path = http::uri::PathAndQuery::from_static(path);
-        grpc.unary(request, path, codec)
+        Err(last_error.unwrap_or_else(timed_out))
+    }
+
+    /// Whether a node other than `node` and those in `tried` is known for `service`.
+    async fn has_untried(&self, service: &str, tried: &[String], node: &Node) -> bool {
+        self.inner
+            .cache
+            .lookup(service)
             .await
-            .map(tonic::Response::into_inner)
+            .is_ok_and(|services| {
+                services
+                    .iter()
+                    .flat_map(|s| s.nodes.iter())
+                    .any(|n| n.address != node.address && !tried.contains(&n.address))
+            })
     }
 
-    /// Every node of every version, less those that refused a connection lately
-    /// (unless that leaves none).
-    fn usable_nodes(&self, services: &[micro_registry::Service]) -> Vec<Node> {
-        let all: Vec<Node> = services
-            .iter()
-            .flat_map(|s| s.nodes.iter().cloned())
-            .collect();
-        let mut refused = self.inner.refused.lock().unwrap_or_else(|e| e.into_inner());
-        if refused.is_empty() {
-            return all;
+    /// Chooses a node: from the cached registry, preferring nodes not yet tried in
+    /// this call and not lately refusing connections.
+    async fn pick(
+        &self,
+        service: &str,
+        tried: &[String],
+        options: &CallOptions,
+    ) -> Result<Node, Error> {
+        let services = self.inner.cache.lookup(service).await?;
+        let all: Vec<&Node> = services.iter().flat_map(|s| s.nodes.iter()).collect();
+        if all.is_empty() {
+            return Err(Error::internal_server_error(
+                "go.micro.client",
+                format!("service {service}: no nodes"),
+            ));
         }
-        refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
-        let usable: Vec<Node> = all
-            .iter()
-            .filter(|n| !refused.contains_key(&n.address))
+        let candidates: Vec<Node> = {
+            let mut refused = lock(&self.inner.refused);
+            refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
+            let fresh =
+                |n: &&&Node| !tried.contains(&n.address) && !refused.contains_key(&n.address);
+            let untried = |n: &&&Node| !tried.contains(&n.address);
+            let chosen: Vec<&&Node> = match all.iter().filter(fresh).collect::<Vec<_>>() {
+                v if !v.is_empty() => v,
+                _ => match all.iter().filter(untried).collect::<Vec<_>>() {
+                    v if !v.is_empty() => v,
+                    _ => all.iter().collect(),
+                },
+            };
+            chosen.into_iter().map(|n| (*n).clone()).collect()
+        };
+        let selector = options.selector.as_ref().unwrap_or(&self.inner.selector);
+        let index = selector.select(service, &candidates);
+        Ok(candidates
+            .get(index)
+            .or_else(|| candidates.first())
             .cloned()
-            .collect();
-        if usable.is_empty() { all } else { usable }
+            .unwrap_or_default())
     }
 
-    /// The pooled connection to `address`, created on first use.
-    fn channel(&self, address: &str) -> Result<Channel, tonic::Status> {
-        let mut channels = self
-            .inner
-            .channels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
+    /// The pooled, layered connection to `address`, created on first use.
+    fn connection(&self, address: &str) -> Result<HttpClient, tonic::Status> {
+        let mut pool = lock(&self.inner.pool);
+        if let Some(connection) = pool.get(address) {
+            return Ok(connection.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{address}")).map_err(|e| {
             tonic::Status::invalid_argument(format!("node address {address:?}: {e}"))
@@ -226,26 +463,180 @@ impl Client {
             async move { transport.dial(&target).await.map(TokioIo::new) }
         });
         let channel = endpoint.connect_with_connector_lazy(connector);
-        channels.insert(address.to_string(), channel.clone());
-        Ok(channel)
+        let base: HttpClient =
+            BoxCloneSyncService::new(SetContentType(channel).map_err(|e| LayerError(Box::new(e))));
+        let connection = self
+            .inner
+            .layers
+            .iter()
+            .fold(base, |inner, layer| layer(inner));
+        pool.insert(address.to_string(), connection.clone());
+        Ok(connection)
     }
 
     fn forget(&self, address: &str) {
-        self.inner
-            .channels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(address);
+        lock(&self.inner.pool).remove(address);
     }
+
+    /// Closes connections to nodes that leave the registry (once per client).
+    async fn ensure_pruning(&self) {
+        {
+            let mut pruning = lock(&self.inner.pruning);
+            if *pruning {
+                return;
+            }
+            *pruning = true;
+        }
+        let Ok(mut watcher) = self.inner.registry.watch(WatchOptions::default()).await else {
+            return;
+        };
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let event = watcher.next().await;
+                let Some(inner) = weak.upgrade() else { return };
+                match event {
+                    Ok(event) if event.action == Action::Delete => {
+                        let mut pool = lock(&inner.pool);
+                        for node in &event.service.nodes {
+                            if pool.remove(&node.address).is_some() {
+                                tracing::debug!(address = %node.address, "closing the connection to a node that left");
+                            }
+                        }
+                    }
+                    Ok(_) | Err(micro_registry::Error::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+}
+
+/// One attempt on one node with codec `C`. Everything the future needs is taken
+/// before it starts, so it owns its data (`'static`).
+fn attempt<C, Req, Resp>(
+    client: &Client,
+    address: &str,
+    path: &'static str,
+    request: Req,
+    options: &CallOptions,
+    deadline: Instant,
+) -> BoxFuture<'static, Result<Resp, tonic::Status>>
+where
+    C: Codec<Req> + Codec<Resp> + Default,
+    Req: Send + Sync + 'static,
+    Resp: Send + Sync + 'static,
+{
+    let connection = client.connection(address);
+    let max_message_size = client.inner.max_message_size;
+    let mut request = tonic::Request::new(request);
+    for (key, value) in options.metadata.iter() {
+        match (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value),
+        ) {
+            (Ok(k), Ok(v)) => {
+                request.metadata_mut().insert(k, v);
+            }
+            _ => tracing::debug!(key, "skipping metadata that is not a valid header"),
+        }
+    }
+    let codec = C::default();
+    request
+        .extensions_mut()
+        .insert(ContentSubtype(Codec::<Req>::name(&codec)));
+    let codec: TonicCodec<C, Req, Resp> = TonicCodec::new(codec);
+    async move {
+        let mut grpc = tonic::client::Grpc::new(connection?)
+            .max_decoding_message_size(max_message_size)
+            .max_encoding_message_size(max_message_size);
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
+        // The time left when the request leaves, not when the call began.
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        let path = http::uri::PathAndQuery::from_static(path);
+        grpc.unary(request, path, codec)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+    .boxed()
+}
+
+/// An error from a client layer or the connection. A concrete type rather than a
+/// boxed trait object, which here trips a compiler limitation (rust-lang/rust#102211).
+#[derive(Debug)]
+pub struct LayerError(pub BoxError);
+
+impl std::fmt::Display for LayerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for LayerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+/// The gRPC content subtype of a request (`proto`, `json`), for [`SetContentType`].
+#[derive(Clone, Copy, Debug)]
+struct ContentSubtype(&'static str);
+
+/// tonic always sends `content-type: application/grpc`; this names the codec
+/// actually used, as gRPC (and go-micro's server) expect.
+#[derive(Clone)]
+struct SetContentType<S>(S);
+
+impl<S, B> Service<http::Request<B>> for SetContentType<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> S::Future {
+        if let Some(ContentSubtype(subtype)) = request.extensions().get::<ContentSubtype>().copied()
+        {
+            if subtype != "proto" {
+                if let Ok(value) =
+                    http::HeaderValue::from_str(&format!("application/grpc+{subtype}"))
+                {
+                    request
+                        .headers_mut()
+                        .insert(http::header::CONTENT_TYPE, value);
+                }
+            }
+        }
+        self.0.call(request)
+    }
+}
+
+/// A status from an attempt as the caller sees it.
+fn client_error(status: tonic::Status) -> Error {
+    // tonic reports a message over the size limit as OUT_OF_RANGE; gRPC says
+    // RESOURCE_EXHAUSTED.
+    if status.code() == tonic::Code::OutOfRange
+        && status.message().contains("message length too large")
+    {
+        return Error::new("go.micro.client", status.message(), 429);
+    }
+    Error::from(status)
 }
 
 /// Whether the call never reached a handler: the connection could not be made.
 fn is_connection_failure(status: &tonic::Status) -> bool {
     use std::error::Error as _;
-    if status.code() != tonic::Code::Unavailable {
+    if status.code() != tonic::Code::Unavailable && status.code() != tonic::Code::Unknown {
         return false;
     }
-    // tonic reports connect errors as UNAVAILABLE with a transport error as source.
+    // tonic reports connect errors with the transport's error as a source.
     let mut source = status.source();
     while let Some(e) = source {
         if e.downcast_ref::<micro_transport::TransportError>()
@@ -256,5 +647,16 @@ fn is_connection_failure(status: &tonic::Status) -> bool {
         }
         source = e.source();
     }
-    status.message().contains("connection")
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_go_micros() {
+        let ms: Vec<u128> = (1..=5).map(|n| default_backoff(n).as_millis()).collect();
+        assert_eq!(ms, [100, 600, 1900, 4300, 7900]);
+    }
 }

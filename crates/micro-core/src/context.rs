@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Request metadata (go-micro's `metadata.Metadata`): lower-case keys, string values.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -82,6 +83,7 @@ pub struct Context {
     metadata: Metadata,
     deadline: Option<Instant>,
     remote: Option<String>,
+    cancelled: CancellationToken,
 }
 
 impl Context {
@@ -94,12 +96,25 @@ impl Context {
         metadata: Metadata,
         deadline: Option<Instant>,
         remote: Option<String>,
+        cancelled: CancellationToken,
     ) -> Self {
         Self {
             metadata,
             deadline,
             remote,
+            cancelled,
         }
+    }
+
+    /// Resolves when the call is abandoned: the caller cancelled it or went away, or
+    /// its deadline passed. Work spawned for the call can select on it to stop early.
+    pub async fn cancelled(&self) {
+        self.cancelled.cancelled().await;
+    }
+
+    /// Whether the call was abandoned (see [`Context::cancelled`]).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.is_cancelled()
     }
 
     /// The caller's metadata.
@@ -127,9 +142,9 @@ impl Context {
     /// and the *remaining* deadline (never a fixed timeout).
     pub fn call_options(&self) -> CallOptions {
         CallOptions {
-            timeout: None,
             deadline: self.deadline,
             metadata: self.metadata.clone(),
+            ..CallOptions::default()
         }
     }
 }
@@ -149,6 +164,20 @@ pub struct CallOptions {
     pub(crate) timeout: Option<Duration>,
     pub(crate) deadline: Option<Instant>,
     pub(crate) metadata: Metadata,
+    pub(crate) retries: Option<usize>,
+    pub(crate) content_type: ContentType,
+    pub(crate) selector: Option<std::sync::Arc<dyn crate::selector::Selector>>,
+}
+
+/// The encoding of a call's messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ContentType {
+    /// Protocol Buffers, `application/grpc` (the default).
+    #[default]
+    Proto,
+    /// JSON, `application/grpc+json`.
+    Json,
 }
 
 impl CallOptions {
@@ -175,6 +204,27 @@ impl CallOptions {
     #[must_use]
     pub fn metadata(mut self, key: impl AsRef<str>, value: impl Into<String>) -> Self {
         self.metadata.insert(key, value);
+        self
+    }
+
+    /// How many times to retry after a connection failure or UNAVAILABLE.
+    #[must_use]
+    pub fn retries(mut self, retries: usize) -> Self {
+        self.retries = Some(retries);
+        self
+    }
+
+    /// Sends and receives JSON (`application/grpc+json`) instead of protobuf.
+    #[must_use]
+    pub fn json(mut self) -> Self {
+        self.content_type = ContentType::Json;
+        self
+    }
+
+    /// Chooses the node with `selector` for this call.
+    #[must_use]
+    pub fn selector(mut self, selector: impl crate::selector::Selector) -> Self {
+        self.selector = Some(std::sync::Arc::new(selector));
         self
     }
 }

@@ -48,12 +48,16 @@ pub mod broker;
 mod client;
 mod context;
 mod error;
+pub mod selector;
 pub mod server;
 mod service;
 mod unavailable;
 
-pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRIES};
-pub use context::{CallOptions, Context, Metadata};
+pub use client::{
+    Client, ClientBuilder, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRIES, HttpClient, LayerError,
+    default_backoff,
+};
+pub use context::{CallOptions, ContentType, Context, Metadata};
 pub use error::{Error, http_code};
 pub use server::Server;
 pub use service::{

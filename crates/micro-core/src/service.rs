@@ -229,13 +229,14 @@ impl Service {
         };
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let router = self.server.router();
+        let router = self.server.service();
         let grace = self.server.grace_period();
         let mut stop_server = stop_rx.clone();
         let serving = tokio::spawn(crate::server::serve(listener, router, grace, async move {
             let _ = stop_server.wait_for(|stop| *stop).await;
         }));
 
+        self.server.set_health(true).await;
         register_with_retries(registry.as_ref(), &record, self.register_ttl).await?;
         tracing::info!(
             service = %self.name,
@@ -273,6 +274,7 @@ impl Service {
             result = &mut serving => Some(result),
         };
         reregister.abort();
+        self.server.set_health(false).await;
         // Leave the registry before closing the listener, so nobody is sent to a
         // node that no longer answers.
         if let Err(e) = registry.deregister(&record).await {

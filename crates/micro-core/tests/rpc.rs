@@ -11,7 +11,10 @@ use micro_core::server::Handler;
 use micro_core::transport::TcpTransport;
 use micro_core::{CallOptions, Client, Context, Error, Service};
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(
+    Clone, PartialEq, prost::Message, micro_core::serde::Serialize, micro_core::serde::Deserialize,
+)]
+#[serde(crate = "micro_core::serde")]
 struct Ping {
     #[prost(string, tag = "1")]
     msg: String,

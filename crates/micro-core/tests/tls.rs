@@ -14,7 +14,10 @@ use micro_core::transport::{TlsOptions, TlsTransport};
 use micro_core::{CallOptions, Client, Context, Error, Service};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
 
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(
+    Clone, PartialEq, prost::Message, micro_core::serde::Serialize, micro_core::serde::Deserialize,
+)]
+#[serde(crate = "micro_core::serde")]
 struct Ping {
     #[prost(string, tag = "1")]
     msg: String,
@@ -99,7 +102,9 @@ async fn call(registry: &Arc<dyn Registry>, transport: TlsTransport) -> Result<P
             Ping {
                 msg: "secret".into(),
             },
-            CallOptions::new().timeout(Duration::from_secs(3)),
+            CallOptions::new()
+                .timeout(Duration::from_secs(3))
+                .retries(1),
         )
         .await
 }

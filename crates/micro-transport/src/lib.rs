@@ -4,7 +4,8 @@
 //!   [`TcpTransport`] is the default; [`MemoryTransport`] connects tasks of one process
 //!   with no sockets; `TlsTransport` (feature `tls`) adds TLS and mutual TLS.
 //! - [`Codec`]: turns messages into bytes and back. [`ProtoCodec`] (Protocol Buffers)
-//!   is the default; [`TonicCodec`] plugs any codec into tonic.
+//!   is the default, [`JsonCodec`] serves `application/grpc+json`; [`TonicCodec`] plugs
+//!   any codec into tonic.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), micro_transport::TransportError> {
@@ -24,7 +25,7 @@ mod tcp;
 mod tls;
 mod transport;
 
-pub use codec::{Codec, CodecDecoder, CodecEncoder, ProtoCodec, TonicCodec};
+pub use codec::{Codec, CodecDecoder, CodecEncoder, JsonCodec, ProtoCodec, TonicCodec};
 pub use error::{CodecError, TransportError};
 pub use memory::MemoryTransport;
 pub use tcp::{DEFAULT_DIAL_TIMEOUT, TcpTransport};

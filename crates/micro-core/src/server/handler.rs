@@ -1,4 +1,5 @@
-//! A named set of endpoints (go-micro's `server.Handler`), built by generated code.
+//! A named set of endpoints (go-micro's `server.Handler`), built by generated code,
+//! and how one unary method is served.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -6,8 +7,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use micro_registry::{Endpoint, Value};
-use micro_transport::{ProtoCodec, TonicCodec};
+use micro_transport::{Codec, JsonCodec, ProtoCodec, TonicCodec};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::{Context, Error, Metadata};
 
@@ -29,11 +31,30 @@ pub(crate) struct Limits {
 ///
 /// Generated `register_*_handler` functions build these; write one by hand only to
 /// serve a service without generated code.
+///
+/// ```
+/// use micro_core::{server::Handler, Context, Error, Server};
+///
+/// #[derive(Clone, PartialEq, micro_core::prost::Message)]
+/// struct Ping {
+///     #[prost(string, tag = "1")]
+///     msg: String,
+/// }
+///
+/// let echo = Handler::new("demo", "Echo").unary_proto("Say", "Ping", "Ping", |_ctx: Context, req: Ping| async move {
+///     Ok::<_, Error>(req)
+/// });
+/// let mut server = Server::new();
+/// server.handle(echo)?;
+/// assert_eq!(server.endpoints()[0].name, "Echo.Say");
+/// # Ok::<(), Error>(())
+/// ```
 pub struct Handler {
     pub(crate) package: String,
     pub(crate) service: String,
     pub(crate) methods: Vec<(String, Arc<dyn Method>)>,
     pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) descriptors: Option<&'static [u8]>,
 }
 
 impl std::fmt::Debug for Handler {
@@ -46,6 +67,9 @@ impl std::fmt::Debug for Handler {
     }
 }
 
+/// Serves a request with the JSON codec; only exists for serde types.
+type JsonServe<F> = fn(F, http::Request<Body>, Limits) -> ResponseFuture;
+
 impl Handler {
     /// The proto package and service name, e.g. `("go.micro.srv.vessel", "VesselService")`.
     pub fn new(package: impl Into<String>, service: impl Into<String>) -> Self {
@@ -54,6 +78,7 @@ impl Handler {
             service: service.into(),
             methods: Vec::new(),
             endpoints: Vec::new(),
+            descriptors: None,
         }
     }
 
@@ -66,10 +91,63 @@ impl Handler {
         }
     }
 
-    /// Adds a unary method served by `handler`; `request_type` and `response_type` name
-    /// the messages in the registry's endpoint list.
+    /// The encoded `FileDescriptorSet` of the protos, served by gRPC reflection.
+    #[must_use]
+    pub fn file_descriptor_set(mut self, encoded: &'static [u8]) -> Self {
+        self.descriptors = Some(encoded);
+        self
+    }
+
+    fn endpoint(&mut self, method: &str, request_type: &str, response_type: &str) {
+        self.endpoints.push(Endpoint {
+            name: format!("{}.{method}", self.service),
+            request: Some(Value::new(request_type, request_type)),
+            response: Some(Value::new(response_type, response_type)),
+            metadata: Default::default(),
+        });
+    }
+
+    /// Adds a unary method served by `handler`, callable with protobuf
+    /// (`application/grpc`, `+proto`) and JSON (`application/grpc+json`).
+    /// `request_type` and `response_type` name the messages in the registry.
     #[must_use]
     pub fn unary<Req, Resp, F, Fut>(
+        mut self,
+        method: &str,
+        request_type: &str,
+        response_type: &str,
+        handler: F,
+    ) -> Self
+    where
+        Req: prost::Message
+            + Default
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + Send
+            + 'static,
+        Resp: prost::Message
+            + Default
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + Send
+            + 'static,
+        F: Fn(Context, Req) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+    {
+        self.endpoint(method, request_type, response_type);
+        let unary: Unary<Req, Resp, F> = Unary {
+            handler,
+            json: Some(serve::<JsonCodec, Req, Resp, F, Fut>),
+            _types: PhantomData,
+        };
+        self.methods.push((method.to_string(), Arc::new(unary)));
+        self
+    }
+
+    /// Like [`Handler::unary`], for messages without serde: protobuf only, and
+    /// `application/grpc+json` requests get UNIMPLEMENTED.
+    #[must_use]
+    pub fn unary_proto<Req, Resp, F, Fut>(
         mut self,
         method: &str,
         request_type: &str,
@@ -82,14 +160,10 @@ impl Handler {
         F: Fn(Context, Req) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
     {
-        self.endpoints.push(Endpoint {
-            name: format!("{}.{method}", self.service),
-            request: Some(Value::new(request_type, request_type)),
-            response: Some(Value::new(response_type, response_type)),
-            metadata: Default::default(),
-        });
+        self.endpoint(method, request_type, response_type);
         let unary: Unary<Req, Resp, F> = Unary {
             handler,
+            json: None,
             _types: PhantomData,
         };
         self.methods.push((method.to_string(), Arc::new(unary)));
@@ -99,7 +173,31 @@ impl Handler {
 
 struct Unary<Req, Resp, F> {
     handler: F,
+    json: Option<JsonServe<F>>,
     _types: PhantomData<fn(Req) -> Resp>,
+}
+
+/// The codec a request asks for, from `content-type` (then go-micro's `x-content-type`).
+enum Subtype {
+    Proto,
+    Json,
+    Other(String),
+}
+
+fn subtype(headers: &http::HeaderMap) -> Subtype {
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .or_else(|| headers.get("x-content-type"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/grpc");
+    match content_type.split(';').next().unwrap_or_default().trim() {
+        "application/grpc"
+        | "application/grpc+proto"
+        | "application/protobuf"
+        | "application/proto" => Subtype::Proto,
+        "application/grpc+json" | "application/json" => Subtype::Json,
+        other => Subtype::Other(other.to_string()),
+    }
 }
 
 impl<Req, Resp, F, Fut> Method for Unary<Req, Resp, F>
@@ -110,19 +208,79 @@ where
     Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
 {
     fn call(&self, request: http::Request<Body>, limits: Limits) -> ResponseFuture {
-        let service = UnaryCall::<Req, F> {
-            handler: self.handler.clone(),
-            _types: PhantomData,
-        };
-        Box::pin(async move {
-            let codec: TonicCodec<ProtoCodec, Resp, Req> = TonicCodec::new(ProtoCodec);
-            let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(
-                Some(limits.max_message_size),
-                Some(limits.max_message_size),
-            );
-            grpc.unary(service, request).await
-        })
+        match subtype(request.headers()) {
+            Subtype::Proto => {
+                serve::<ProtoCodec, Req, Resp, F, Fut>(self.handler.clone(), request, limits)
+            }
+            Subtype::Json => match self.json {
+                Some(serve_json) => serve_json(self.handler.clone(), request, limits),
+                None => unsupported(
+                    "application/grpc+json (this endpoint's messages have no serde derives)",
+                ),
+            },
+            Subtype::Other(other) => unsupported(&other),
+        }
     }
+}
+
+fn unsupported(content_type: &str) -> ResponseFuture {
+    let status =
+        tonic::Status::unimplemented(format!("content-type {content_type} is not supported"));
+    Box::pin(async move { status.into_http() })
+}
+
+/// Serves one unary request with codec `C`.
+fn serve<C, Req, Resp, F, Fut>(
+    handler: F,
+    request: http::Request<Body>,
+    limits: Limits,
+) -> ResponseFuture
+where
+    C: Codec<Req> + Codec<Resp> + Default,
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Context, Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+{
+    let service = UnaryCall::<Req, F> {
+        handler,
+        _types: PhantomData,
+    };
+    Box::pin(async move {
+        let codec: TonicCodec<C, Resp, Req> = TonicCodec::new(C::default());
+        let name = Codec::<Req>::name(&C::default());
+        let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(
+            Some(limits.max_message_size),
+            Some(limits.max_message_size),
+        );
+        let mut response = grpc.unary(service, request).await;
+        if name != "proto" {
+            if let Ok(value) = http::HeaderValue::from_str(&format!("application/grpc+{name}")) {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONTENT_TYPE, value);
+            }
+        }
+        size_limit_is_resource_exhausted(response)
+    })
+}
+
+/// tonic reports a message over the size limit as OUT_OF_RANGE; gRPC's rule (and
+/// go-micro's clients) say RESOURCE_EXHAUSTED. The limit is checked on the length
+/// prefix, before anything is allocated.
+fn size_limit_is_resource_exhausted(mut response: http::Response<Body>) -> http::Response<Body> {
+    let headers = response.headers();
+    let too_large = headers.get("grpc-status").is_some_and(|v| v == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|m| m.contains("message length too large"));
+    if too_large {
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 struct UnaryCall<Req, F> {
@@ -142,21 +300,26 @@ where
         Pin<Box<dyn Future<Output = Result<tonic::Response<Resp>, tonic::Status>> + Send>>;
 
     fn call(&mut self, request: tonic::Request<Req>) -> Self::Future {
-        let ctx = context_of(&request);
+        let cancelled = CancellationToken::new();
+        let ctx = context_of(&request, cancelled.clone());
         let handler = self.handler.clone();
         Box::pin(async move {
+            // Dropped unfinished (the caller went away, or the deadline passed): the
+            // handler's context reports it as cancelled.
+            let guard = cancelled.drop_guard();
             let deadline = ctx.deadline();
             let work = handler(ctx, request.into_inner());
             let result = match deadline {
                 Some(at) => match tokio::time::timeout_at(at, work).await {
                     Ok(result) => result,
-                    Err(_) => Err(Error::timeout(
-                        "go.micro.server",
-                        "handler deadline exceeded",
-                    )),
+                    Err(_) => {
+                        guard.disarm().cancel();
+                        return Err(Error::timeout("go.micro.server", "deadline exceeded").into());
+                    }
                 },
                 None => work.await,
             };
+            guard.disarm();
             result
                 .map(tonic::Response::new)
                 .map_err(tonic::Status::from)
@@ -164,7 +327,7 @@ where
     }
 }
 
-fn context_of<T>(request: &tonic::Request<T>) -> Context {
+fn context_of<T>(request: &tonic::Request<T>, cancelled: CancellationToken) -> Context {
     let headers = request.metadata().clone().into_headers();
     let deadline = headers
         .get("grpc-timeout")
@@ -175,7 +338,12 @@ fn context_of<T>(request: &tonic::Request<T>) -> Context {
         .extensions()
         .get::<RemoteAddr>()
         .map(|r| r.0.clone());
-    Context::from_parts(Metadata::from_headers(&headers), deadline, remote)
+    Context::from_parts(
+        Metadata::from_headers(&headers),
+        deadline,
+        remote,
+        cancelled,
+    )
 }
 
 /// The peer address of a connection, put in each request's extensions.
