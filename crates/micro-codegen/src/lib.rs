@@ -72,13 +72,19 @@ pub struct Builder {
     serde: bool,
 }
 
-impl Builder {
-    /// The defaults: output to `OUT_DIR`, serde derives on.
-    pub fn new() -> Self {
+impl Default for Builder {
+    fn default() -> Self {
         Self {
             out_dir: None,
             serde: true,
         }
+    }
+}
+
+impl Builder {
+    /// The defaults: output to `OUT_DIR`, serde derives on.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Writes to `dir` instead of `OUT_DIR`.
