@@ -364,6 +364,9 @@ impl Client {
             let status = match outcome {
                 Err(_) => return Err(timed_out()),
                 Ok(Ok(response)) => return Ok(response),
+                // tonic enforces `grpc-timeout` too, and reports it as CANCELLED; past
+                // the deadline, whoever noticed first, it is a timeout.
+                Ok(Err(_)) if Instant::now() >= deadline => return Err(timed_out()),
                 Ok(Err(status)) => status,
             };
             let refused = is_connection_failure(&status);

@@ -48,6 +48,7 @@ pub mod broker;
 mod client;
 mod context;
 mod error;
+pub mod layers;
 pub mod selector;
 pub mod server;
 mod service;
