@@ -33,10 +33,19 @@
 //!
 //! | part | trait | default | also |
 //! |---|---|---|---|
-//! | discovery | [`registry::Registry`] | mDNS | memory |
-//! | connections | [`transport::Transport`] | TCP | |
-//! | encoding | [`transport::Codec`] | protobuf | |
+//! | discovery | [`registry::Registry`] | mDNS | memory; `CachedRegistry` in front of any |
+//! | connections | [`transport::Transport`] | TCP | in-memory; TLS and mutual TLS (feature `tls`) |
+//! | encoding | [`transport::Codec`] | protobuf | JSON (`application/grpc+json`), chosen per call |
+//! | node choice | [`selector::Selector`] | random | round robin |
+//! | middleware | tower `Layer` | | [`layers::LogLayer`], [`layers::TokenAuthLayer`] |
 //! | events | [`broker::Broker`] | memory | |
+//!
+//! Every server also answers gRPC health checks (`grpc.health.v1`) and server
+//! reflection, so `grpcurl` and Kubernetes probes work without proto files.
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `tls` | no | `transport::TlsTransport`: TLS and mutual TLS with rustls |
 //!
 //! Environment, as go-micro reads it: `MICRO_REGISTRY` (`mdns`, `memory`),
 //! `MICRO_REGISTRY_ADDRESS`, `MICRO_SERVER_ADDRESS` (`:50051`), `MICRO_SERVER_ADVERTISE`,
