@@ -1,4 +1,5 @@
-//! Generates the shippy protos' Rust code with micro-codegen (no protoc needed).
+//! Generates Rust code with micro-codegen (no protoc needed): the shippy protos the
+//! examples use, and the sample protos of the code generator's tests.
 
 fn main() -> Result<(), micro_codegen::Error> {
     micro_codegen::Builder::new()
@@ -8,7 +9,12 @@ fn main() -> Result<(), micro_codegen::Error> {
             &[
                 "examples/vessel/proto/vessel.proto",
                 "examples/consignment/proto/consignment.proto",
+                "tests/proto/micro/test/v1/shapes.proto",
             ],
-            &["examples/vessel/proto", "examples/consignment/proto"],
+            &[
+                "examples/vessel/proto",
+                "examples/consignment/proto",
+                "tests/proto",
+            ],
         )
 }

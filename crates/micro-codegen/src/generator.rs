@@ -2,30 +2,8 @@
 
 use std::fmt::Write as _;
 
-use prost_build::{Method, Service, ServiceGenerator};
-use prost_types::FileDescriptorSet;
-
-use crate::Error;
 use crate::names::{client_name, snake_case};
-
-/// Refuses streaming RPCs up front, with the file and method named.
-pub(crate) fn check_supported(fds: &FileDescriptorSet) -> Result<(), Error> {
-    for file in &fds.file {
-        for service in &file.service {
-            for method in &service.method {
-                if method.client_streaming() || method.server_streaming() {
-                    return Err(Error::Unsupported(format!(
-                        "{}: {}.{} is a streaming RPC; micro-codegen generates unary RPCs only so far",
-                        file.name(),
-                        service.name(),
-                        method.name()
-                    )));
-                }
-            }
-        }
-    }
-    Ok(())
-}
+use prost_build::{Method, Service, ServiceGenerator};
 
 /// Writes micro's code for each proto service.
 pub(crate) struct MicroGenerator {
@@ -94,12 +72,20 @@ fn short_type(proto_type: &str) -> &str {
     proto_type.rsplit('.').next().unwrap_or(proto_type)
 }
 
-fn generate_service(service: &Service, serde: bool, buf: &mut String) -> std::fmt::Result {
-    let (unary, call) = if serde {
-        ("unary", "call")
-    } else {
-        ("unary_proto", "call_proto")
+/// The `Handler` and `Client` methods for an RPC shape: `unary`, `server_streaming`,
+/// `client_streaming` or `streaming`, with `_proto` when messages have no serde.
+fn shape(method: &Method, serde: bool) -> (String, String) {
+    let base = match (method.client_streaming, method.server_streaming) {
+        (false, false) => ("unary", "call"),
+        (false, true) => ("server_streaming", "server_streaming"),
+        (true, false) => ("client_streaming", "client_streaming"),
+        (true, true) => ("streaming", "streaming"),
     };
+    let suffix = if serde { "" } else { "_proto" };
+    (format!("{}{suffix}", base.0), format!("{}{suffix}", base.1))
+}
+
+fn generate_service(service: &Service, serde: bool, buf: &mut String) -> std::fmt::Result {
     let name = &service.name;
     let package = &service.package;
     let full = if package.is_empty() {
@@ -130,10 +116,25 @@ fn generate_service(service: &Service, serde: bool, buf: &mut String) -> std::fm
             "    /// Serves `{}.{}`.",
             service.proto_name, method.proto_name
         )?;
+        let (input, output) = (&method.input_type, &method.output_type);
+        let signature = match (method.client_streaming, method.server_streaming) {
+            (false, false) => format!(
+                "request: {input}) -> ::core::result::Result<{output}, ::micro_core::Error>"
+            ),
+            (false, true) => format!(
+                "request: {input}, responses: ::micro_core::stream::Sender<{output}>) -> ::core::result::Result<(), ::micro_core::Error>"
+            ),
+            (true, false) => format!(
+                "requests: ::micro_core::stream::Receiver<{input}>) -> ::core::result::Result<{output}, ::micro_core::Error>"
+            ),
+            (true, true) => format!(
+                "requests: ::micro_core::stream::Receiver<{input}>, responses: ::micro_core::stream::Sender<{output}>) -> ::core::result::Result<(), ::micro_core::Error>"
+            ),
+        };
         writeln!(
             buf,
-            "    async fn {}(&self, ctx: ::micro_core::Context, request: {}) -> ::core::result::Result<{}, ::micro_core::Error>;",
-            method.name, method.input_type, method.output_type
+            "    async fn {}(&self, ctx: ::micro_core::Context, {signature};",
+            method.name
         )?;
     }
     writeln!(buf, "}}")?;
@@ -157,7 +158,7 @@ fn generate_service(service: &Service, serde: bool, buf: &mut String) -> std::fm
     )?;
     writeln!(buf, "        .file_descriptor_set(FILE_DESCRIPTOR_SET)")?;
     for method in &service.methods {
-        write_unary_route(buf, method, unary)?;
+        write_route(buf, method, &shape(method, serde).0)?;
     }
     writeln!(buf, "        ;")?;
     writeln!(buf, "    server.handle(endpoints)")?;
@@ -192,52 +193,16 @@ fn generate_service(service: &Service, serde: bool, buf: &mut String) -> std::fm
     writeln!(buf, "        &self.name")?;
     writeln!(buf, "    }}")?;
     for method in &service.methods {
-        let path = format!("/{full}/{}", method.proto_name);
-        writeln!(buf)?;
-        doc_lines(buf, &method.comments.leading, "    ")?;
-        writeln!(
-            buf,
-            "    /// Calls `{}.{}` with the client's defaults.",
-            service.proto_name, method.proto_name
-        )?;
-        writeln!(
-            buf,
-            "    pub async fn {}(&self, request: {}) -> ::core::result::Result<{}, ::micro_core::Error> {{",
-            method.name, method.input_type, method.output_type
-        )?;
-        writeln!(
-            buf,
-            "        self.{}_with(request, ::micro_core::CallOptions::default()).await",
-            method.name.trim_start_matches("r#")
-        )?;
-        writeln!(buf, "    }}")?;
-        writeln!(buf)?;
-        writeln!(
-            buf,
-            "    /// Calls `{}.{}` with per-call options (timeout, metadata; pass `ctx.call_options()` from a handler).",
-            service.proto_name, method.proto_name
-        )?;
-        writeln!(
-            buf,
-            "    pub async fn {}_with(&self, request: {}, options: ::micro_core::CallOptions) -> ::core::result::Result<{}, ::micro_core::Error> {{",
-            method.name.trim_start_matches("r#"),
-            method.input_type,
-            method.output_type
-        )?;
-        writeln!(
-            buf,
-            "        self.client.{call}(&self.name, {path:?}, request, options).await"
-        )?;
-        writeln!(buf, "    }}")?;
+        write_client_method(buf, service, &full, method, &shape(method, serde).1)?;
     }
     writeln!(buf, "}}")?;
     Ok(())
 }
 
-fn write_unary_route(buf: &mut String, method: &Method, unary: &str) -> std::fmt::Result {
+fn write_route(buf: &mut String, method: &Method, register: &str) -> std::fmt::Result {
     writeln!(
         buf,
-        "        .{unary}({:?}, {:?}, {:?}, {{",
+        "        .{register}({:?}, {:?}, {:?}, {{",
         method.proto_name,
         short_type(&method.input_proto_type),
         short_type(&method.output_proto_type)
@@ -246,10 +211,27 @@ fn write_unary_route(buf: &mut String, method: &Method, unary: &str) -> std::fmt
         buf,
         "            let handler = ::std::sync::Arc::clone(&handler);"
     )?;
+    let (input, output) = (&method.input_type, &method.output_type);
+    let (params, args) = match (method.client_streaming, method.server_streaming) {
+        (false, false) => (format!("request: {input}"), "request"),
+        (false, true) => (
+            format!("request: {input}, responses: ::micro_core::stream::Sender<{output}>"),
+            "request, responses",
+        ),
+        (true, false) => (
+            format!("requests: ::micro_core::stream::Receiver<{input}>"),
+            "requests",
+        ),
+        (true, true) => (
+            format!(
+                "requests: ::micro_core::stream::Receiver<{input}>, responses: ::micro_core::stream::Sender<{output}>"
+            ),
+            "requests, responses",
+        ),
+    };
     writeln!(
         buf,
-        "            move |ctx: ::micro_core::Context, request: {}| {{",
-        method.input_type
+        "            move |ctx: ::micro_core::Context, {params}| {{"
     )?;
     writeln!(
         buf,
@@ -257,10 +239,72 @@ fn write_unary_route(buf: &mut String, method: &Method, unary: &str) -> std::fmt
     )?;
     writeln!(
         buf,
-        "                async move {{ handler.{}(ctx, request).await }}",
+        "                async move {{ handler.{}(ctx, {args}).await }}",
         method.name
     )?;
     writeln!(buf, "            }}")?;
     writeln!(buf, "        }})")?;
+    Ok(())
+}
+
+fn write_client_method(
+    buf: &mut String,
+    service: &Service,
+    full: &str,
+    method: &Method,
+    call: &str,
+) -> std::fmt::Result {
+    let path = format!("/{full}/{}", method.proto_name);
+    let name = method.name.trim_start_matches("r#");
+    let (input, output) = (&method.input_type, &method.output_type);
+    let stream_in = format!(
+        "impl ::micro_core::futures::Stream<Item = {input}> + ::core::marker::Send + 'static"
+    );
+    let (param, returns, what) = match (method.client_streaming, method.server_streaming) {
+        (false, false) => (format!("request: {input}"), output.clone(), "request"),
+        (false, true) => (
+            format!("request: {input}"),
+            format!("::micro_core::stream::Receiver<{output}>"),
+            "request",
+        ),
+        (true, false) => (format!("requests: {stream_in}"), output.clone(), "requests"),
+        (true, true) => (
+            format!("requests: {stream_in}"),
+            format!("::micro_core::stream::Receiver<{output}>"),
+            "requests",
+        ),
+    };
+    writeln!(buf)?;
+    doc_lines(buf, &method.comments.leading, "    ")?;
+    writeln!(
+        buf,
+        "    /// Calls `{}.{}` with the client's defaults.",
+        service.proto_name, method.proto_name
+    )?;
+    writeln!(
+        buf,
+        "    pub async fn {}(&self, {param}) -> ::core::result::Result<{returns}, ::micro_core::Error> {{",
+        method.name
+    )?;
+    writeln!(
+        buf,
+        "        self.{name}_with({what}, ::micro_core::CallOptions::default()).await"
+    )?;
+    writeln!(buf, "    }}")?;
+    writeln!(buf)?;
+    writeln!(
+        buf,
+        "    /// Calls `{}.{}` with per-call options (timeout, metadata, codec, node selection; pass `ctx.call_options()` from a handler).",
+        service.proto_name, method.proto_name
+    )?;
+    writeln!(
+        buf,
+        "    pub async fn {name}_with(&self, {param}, options: ::micro_core::CallOptions) -> ::core::result::Result<{returns}, ::micro_core::Error> {{"
+    )?;
+    writeln!(
+        buf,
+        "        self.client.{call}(&self.name, {path:?}, {what}, options).await"
+    )?;
+    writeln!(buf, "    }}")?;
     Ok(())
 }

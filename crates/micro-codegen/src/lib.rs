@@ -60,6 +60,10 @@ impl std::fmt::Debug for Error {
     }
 }
 
+/// The file, in the output directory, that nests every generated package in modules
+/// (`micro_core::include_protos!()` includes it).
+pub const INCLUDE_FILE: &str = "_micro_protos.rs";
+
 /// Compiles `protos`, looking up imports in `includes`, into `OUT_DIR`.
 pub fn compile(protos: &[impl AsRef<Path>], includes: &[impl AsRef<Path>]) -> Result<(), Error> {
     Builder::new().compile(protos, includes)
@@ -125,13 +129,16 @@ impl Builder {
                 .map_err(|e| Error::Proto(format!("{e:?}")))?;
         }
         let fds = compiler.file_descriptor_set();
-        generator::check_supported(&fds)?;
 
         let mut config = prost_build::Config::new();
         config
             .out_dir(&out_dir)
             .prost_path("::micro_core::prost")
-            .prost_types_path("::micro_core::prost_types")
+            // Well-known types (Timestamp, Empty, ...) from pbjson-types, which has the
+            // serde (protobuf JSON mapping) that prost-types lacks.
+            .compile_well_known_types()
+            .extern_path(".google.protobuf", "::micro_core::pbjson_types")
+            .include_file(INCLUDE_FILE)
             .service_generator(Box::new(generator::MicroGenerator {
                 serde: self.serde,
                 descriptors: prost::Message::encode_to_vec(&fds),

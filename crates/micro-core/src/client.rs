@@ -42,7 +42,9 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::selector::{Random, Selector};
+use crate::server::Json;
 use crate::server::{BoxError, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::stream::Receiver;
 use crate::{CallOptions, ContentType, Error};
 
 /// How long a call may take by default, retries included (go-micro v4's value).
@@ -308,6 +310,261 @@ impl Client {
         .await
     }
 
+    /// Calls a server-streaming method: one request, a stream of responses.
+    ///
+    /// Streams are not retried (a connection failure is reported at once), and have
+    /// no deadline unless the options give one (a timeout or the caller's deadline),
+    /// since a stream may rightly outlive any default.
+    pub async fn server_streaming<Req, Resp>(
+        &self,
+        service: &str,
+        path: &'static str,
+        request: Req,
+        options: CallOptions,
+    ) -> Result<Receiver<Resp>, Error>
+    where
+        Req: Json + prost::Message + Default,
+        Resp: Json + prost::Message + Default,
+    {
+        match options.content_type {
+            ContentType::Proto => {
+                self.stream::<ProtoCodec, _, _, futures::stream::Empty<Req>>(
+                    service,
+                    path,
+                    Stream1::One(request),
+                    options,
+                )
+                .await
+            }
+            ContentType::Json => {
+                self.stream::<JsonCodec, _, _, futures::stream::Empty<Req>>(
+                    service,
+                    path,
+                    Stream1::One(request),
+                    options,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Calls a client-streaming method: the requests of `requests`, one response.
+    pub async fn client_streaming<Req, Resp, S>(
+        &self,
+        service: &str,
+        path: &'static str,
+        requests: S,
+        options: CallOptions,
+    ) -> Result<Resp, Error>
+    where
+        Req: Json + prost::Message + Default,
+        Resp: Json + prost::Message + Default,
+        S: futures::Stream<Item = Req> + Send + 'static,
+    {
+        let receiver = match options.content_type {
+            ContentType::Proto => {
+                self.stream::<ProtoCodec, _, _, _>(service, path, Stream1::Many(requests), options)
+                    .await
+            }
+            ContentType::Json => {
+                self.stream::<JsonCodec, _, _, _>(service, path, Stream1::Many(requests), options)
+                    .await
+            }
+        };
+        single(receiver?).await
+    }
+
+    /// Calls a bidirectional streaming method: the requests of `requests` go out while
+    /// responses come in.
+    pub async fn streaming<Req, Resp, S>(
+        &self,
+        service: &str,
+        path: &'static str,
+        requests: S,
+        options: CallOptions,
+    ) -> Result<Receiver<Resp>, Error>
+    where
+        Req: Json + prost::Message + Default,
+        Resp: Json + prost::Message + Default,
+        S: futures::Stream<Item = Req> + Send + 'static,
+    {
+        match options.content_type {
+            ContentType::Proto => {
+                self.stream::<ProtoCodec, _, _, _>(service, path, Stream1::Many(requests), options)
+                    .await
+            }
+            ContentType::Json => {
+                self.stream::<JsonCodec, _, _, _>(service, path, Stream1::Many(requests), options)
+                    .await
+            }
+        }
+    }
+
+    /// [`Client::server_streaming`] for messages without serde: protobuf only.
+    pub async fn server_streaming_proto<Req, Resp>(
+        &self,
+        service: &str,
+        path: &'static str,
+        request: Req,
+        options: CallOptions,
+    ) -> Result<Receiver<Resp>, Error>
+    where
+        Req: prost::Message + Default + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        proto_only(&options)?;
+        self.stream::<ProtoCodec, _, _, futures::stream::Empty<Req>>(
+            service,
+            path,
+            Stream1::One(request),
+            options,
+        )
+        .await
+    }
+
+    /// [`Client::client_streaming`] for messages without serde: protobuf only.
+    pub async fn client_streaming_proto<Req, Resp, S>(
+        &self,
+        service: &str,
+        path: &'static str,
+        requests: S,
+        options: CallOptions,
+    ) -> Result<Resp, Error>
+    where
+        Req: prost::Message + Default + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+        S: futures::Stream<Item = Req> + Send + 'static,
+    {
+        proto_only(&options)?;
+        let receiver = self
+            .stream::<ProtoCodec, _, _, _>(service, path, Stream1::Many(requests), options)
+            .await?;
+        single(receiver).await
+    }
+
+    /// [`Client::streaming`] for messages without serde: protobuf only.
+    pub async fn streaming_proto<Req, Resp, S>(
+        &self,
+        service: &str,
+        path: &'static str,
+        requests: S,
+        options: CallOptions,
+    ) -> Result<Receiver<Resp>, Error>
+    where
+        Req: prost::Message + Default + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+        S: futures::Stream<Item = Req> + Send + 'static,
+    {
+        proto_only(&options)?;
+        self.stream::<ProtoCodec, _, _, _>(service, path, Stream1::Many(requests), options)
+            .await
+    }
+
+    /// Opens a stream to one node: requests out, a receiver of responses back.
+    async fn stream<C, Req, Resp, S>(
+        &self,
+        service: &str,
+        path: &'static str,
+        requests: Stream1<Req, S>,
+        options: CallOptions,
+    ) -> Result<Receiver<Resp>, Error>
+    where
+        C: Codec<Req> + Codec<Resp> + Default,
+        Req: Send + Sync + 'static,
+        Resp: Send + Sync + 'static,
+        S: futures::Stream<Item = Req> + Send + 'static,
+    {
+        let deadline = match (options.timeout, options.deadline) {
+            (Some(t), Some(d)) => Some((Instant::now() + t).min(d)),
+            (Some(t), None) => Some(Instant::now() + t),
+            (None, d) => d,
+        };
+        self.ensure_pruning().await;
+        let node = self.pick(service, &[], &options).await?;
+        let connection = self.connection(&node.address).map_err(client_error)?;
+        let mut grpc = tonic::client::Grpc::new(connection)
+            .max_decoding_message_size(self.inner.max_message_size)
+            .max_encoding_message_size(self.inner.max_message_size);
+        let failed = |status: tonic::Status| {
+            if is_connection_failure(&status) {
+                self.forget(&node.address);
+                lock(&self.inner.refused).insert(node.address.clone(), Instant::now());
+                Error::service_unavailable(
+                    "go.micro.client",
+                    format!(
+                        "service {service}: node {} at {} unreachable: {}",
+                        node.id,
+                        node.address,
+                        status.message()
+                    ),
+                )
+            } else {
+                client_error(status)
+            }
+        };
+        grpc.ready().await.map_err(|e| {
+            failed(tonic::Status::unavailable(format!(
+                "connection not ready: {e}"
+            )))
+        })?;
+        let codec = C::default();
+        let subtype = Codec::<Req>::name(&codec);
+        let codec: TonicCodec<C, Req, Resp> = TonicCodec::new(codec);
+        let path = http::uri::PathAndQuery::from_static(path);
+        let prepare = |request: &mut tonic::metadata::MetadataMap,
+                       extensions: &mut http::Extensions| {
+            for (key, value) in options.metadata.iter() {
+                if let (Ok(k), Ok(v)) = (
+                    tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+                    tonic::metadata::MetadataValue::try_from(value),
+                ) {
+                    request.insert(k, v);
+                }
+            }
+            extensions.insert(ContentSubtype(subtype));
+        };
+        let opened = match requests {
+            Stream1::One(one) => {
+                let mut request = tonic::Request::new(one);
+                let mut ext = std::mem::take(request.extensions_mut());
+                prepare(request.metadata_mut(), &mut ext);
+                *request.extensions_mut() = ext;
+                if let Some(at) = deadline {
+                    request.set_timeout(at.saturating_duration_since(Instant::now()));
+                }
+                let call = grpc.server_streaming(request, path, codec);
+                match deadline {
+                    Some(at) => tokio::time::timeout_at(at, call).await.map_err(|_| {
+                        Error::timeout("go.micro.client", format!("stream to {service} timed out"))
+                    })?,
+                    None => call.await,
+                }
+            }
+            Stream1::Many(stream) => {
+                let mut request = tonic::Request::new(stream);
+                let mut ext = std::mem::take(request.extensions_mut());
+                prepare(request.metadata_mut(), &mut ext);
+                *request.extensions_mut() = ext;
+                if let Some(at) = deadline {
+                    request.set_timeout(at.saturating_duration_since(Instant::now()));
+                }
+                let call = grpc.streaming(request, path, codec);
+                match deadline {
+                    Some(at) => tokio::time::timeout_at(at, call).await.map_err(|_| {
+                        Error::timeout("go.micro.client", format!("stream to {service} timed out"))
+                    })?,
+                    None => call.await,
+                }
+            }
+        };
+        let streaming = opened.map_err(failed)?.into_inner();
+        use futures::StreamExt;
+        Ok(Receiver::new(
+            streaming.map(|item| item.map_err(client_error)),
+            deadline,
+        ))
+    }
+
     async fn run<Req, Resp>(
         &self,
         service: &str,
@@ -513,6 +770,33 @@ impl Client {
             }
         });
     }
+}
+
+/// The request side of a stream: one message, or a stream of them.
+enum Stream1<Req, S> {
+    One(Req),
+    Many(S),
+}
+
+/// The one response of a client-streaming call.
+async fn single<Resp>(mut receiver: Receiver<Resp>) -> Result<Resp, Error> {
+    match receiver.recv().await {
+        Some(result) => result,
+        None => Err(Error::internal_server_error(
+            "go.micro.client",
+            "the stream ended without a response",
+        )),
+    }
+}
+
+fn proto_only(options: &CallOptions) -> Result<(), Error> {
+    if options.content_type == ContentType::Json {
+        return Err(Error::bad_request(
+            "go.micro.client",
+            "JSON needs messages with serde derives (micro_codegen::Builder::serde(true))",
+        ));
+    }
+    Ok(())
 }
 
 /// One attempt on one node with codec `C`. Everything the future needs is taken

@@ -61,6 +61,7 @@ pub mod layers;
 pub mod selector;
 pub mod server;
 mod service;
+pub mod stream;
 mod unavailable;
 
 pub use client::{
@@ -80,10 +81,22 @@ pub use micro_transport as transport;
 
 // What generated code refers to, so a service needs no other dependency.
 pub use async_trait::async_trait;
+pub use futures;
+pub use pbjson_types;
 pub use prost;
 pub use prost_types;
 pub use serde;
 pub use tonic;
+
+/// Includes the code `micro-codegen` generated for every package, nested in modules
+/// as the packages are (`go.micro.srv.vessel` becomes `go::micro::srv::vessel`):
+/// `micro_core::include_protos!();`
+#[macro_export]
+macro_rules! include_protos {
+    () => {
+        include!(concat!(env!("OUT_DIR"), "/_micro_protos.rs"));
+    };
+}
 
 /// Includes the code `micro-codegen` generated for a proto package:
 /// `micro_core::include_proto!("go.micro.srv.vessel");`

@@ -11,6 +11,7 @@ use micro_transport::{Codec, JsonCodec, ProtoCodec, TonicCodec};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::stream::{Receiver, STREAM_BUFFER, Sender};
 use crate::{Context, Error, Metadata};
 
 pub(crate) type Body = tonic::body::Body;
@@ -67,8 +68,21 @@ impl std::fmt::Debug for Handler {
     }
 }
 
-/// Serves a request with the JSON codec; only exists for serde types.
-type JsonServe<F> = fn(F, http::Request<Body>, Limits) -> ResponseFuture;
+/// Serves one request with one codec, for handler `F`.
+type ServeFn<F> = fn(F, http::Request<Body>, Limits) -> ResponseFuture;
+
+/// What the codegen-facing methods below have in common: a handler, and how to serve
+/// it with protobuf and (for serde messages) JSON.
+macro_rules! add_method {
+    ($self:ident, $method:ident, $handler:ident, $serve:ident, $json:expr, $stream:expr) => {{
+        let served = Served {
+            handler: $handler,
+            proto: $serve::<ProtoCodec, Req, Resp, F, Fut>,
+            json: $json,
+        };
+        $self.methods.push(($method.to_string(), Arc::new(served)));
+    }};
+}
 
 impl Handler {
     /// The proto package and service name, e.g. `("go.micro.srv.vessel", "VesselService")`.
@@ -98,12 +112,17 @@ impl Handler {
         self
     }
 
-    fn endpoint(&mut self, method: &str, request_type: &str, response_type: &str) {
+    fn endpoint(&mut self, method: &str, request_type: &str, response_type: &str, stream: bool) {
+        let mut metadata = std::collections::HashMap::new();
+        if stream {
+            // As go-micro marks streaming endpoints.
+            metadata.insert("stream".to_string(), "true".to_string());
+        }
         self.endpoints.push(Endpoint {
             name: format!("{}.{method}", self.service),
             request: Some(Value::new(request_type, request_type)),
             response: Some(Value::new(response_type, response_type)),
-            metadata: Default::default(),
+            metadata,
         });
     }
 
@@ -119,28 +138,20 @@ impl Handler {
         handler: F,
     ) -> Self
     where
-        Req: prost::Message
-            + Default
-            + serde::Serialize
-            + serde::de::DeserializeOwned
-            + Send
-            + 'static,
-        Resp: prost::Message
-            + Default
-            + serde::Serialize
-            + serde::de::DeserializeOwned
-            + Send
-            + 'static,
+        Req: Json + prost::Message + Default,
+        Resp: Json + prost::Message + Default,
         F: Fn(Context, Req) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
     {
-        self.endpoint(method, request_type, response_type);
-        let unary: Unary<Req, Resp, F> = Unary {
+        self.endpoint(method, request_type, response_type, false);
+        add_method!(
+            self,
+            method,
             handler,
-            json: Some(serve::<JsonCodec, Req, Resp, F, Fut>),
-            _types: PhantomData,
-        };
-        self.methods.push((method.to_string(), Arc::new(unary)));
+            serve_unary,
+            Some(serve_unary::<JsonCodec, Req, Resp, F, Fut>),
+            false
+        );
         self
     }
 
@@ -155,26 +166,172 @@ impl Handler {
         handler: F,
     ) -> Self
     where
-        Req: prost::Message + Default + Send + 'static,
-        Resp: prost::Message + Default + Send + 'static,
+        Req: prost::Message + Default + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
         F: Fn(Context, Req) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
     {
-        self.endpoint(method, request_type, response_type);
-        let unary: Unary<Req, Resp, F> = Unary {
+        self.endpoint(method, request_type, response_type, false);
+        add_method!(self, method, handler, serve_unary, None, false);
+        self
+    }
+
+    /// Adds a server-streaming method: one request in, a stream of responses out,
+    /// sent by the handler through a [`Sender`]. Protobuf and JSON.
+    #[must_use]
+    pub fn server_streaming<Req, Resp, F, Fut>(
+        mut self,
+        method: &str,
+        request_type: &str,
+        response_type: &str,
+        handler: F,
+    ) -> Self
+    where
+        Req: Json + prost::Message + Default,
+        Resp: Json + prost::Message + Default,
+        F: Fn(Context, Req, Sender<Resp>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.endpoint(method, request_type, response_type, true);
+        add_method!(
+            self,
+            method,
             handler,
-            json: None,
-            _types: PhantomData,
-        };
-        self.methods.push((method.to_string(), Arc::new(unary)));
+            serve_server_streaming,
+            Some(serve_server_streaming::<JsonCodec, Req, Resp, F, Fut>),
+            true
+        );
+        self
+    }
+
+    /// [`Handler::server_streaming`] for messages without serde: protobuf only.
+    #[must_use]
+    pub fn server_streaming_proto<Req, Resp, F, Fut>(
+        mut self,
+        method: &str,
+        request_type: &str,
+        response_type: &str,
+        handler: F,
+    ) -> Self
+    where
+        Req: prost::Message + Default + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+        F: Fn(Context, Req, Sender<Resp>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.endpoint(method, request_type, response_type, true);
+        add_method!(self, method, handler, serve_server_streaming, None, true);
+        self
+    }
+
+    /// Adds a client-streaming method: a stream of requests in, read from a
+    /// [`Receiver`], one response out. Protobuf and JSON.
+    #[must_use]
+    pub fn client_streaming<Req, Resp, F, Fut>(
+        mut self,
+        method: &str,
+        request_type: &str,
+        response_type: &str,
+        handler: F,
+    ) -> Self
+    where
+        Req: Json + prost::Message + Default,
+        Resp: Json + prost::Message + Default,
+        F: Fn(Context, Receiver<Req>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+    {
+        self.endpoint(method, request_type, response_type, true);
+        add_method!(
+            self,
+            method,
+            handler,
+            serve_client_streaming,
+            Some(serve_client_streaming::<JsonCodec, Req, Resp, F, Fut>),
+            true
+        );
+        self
+    }
+
+    /// [`Handler::client_streaming`] for messages without serde: protobuf only.
+    #[must_use]
+    pub fn client_streaming_proto<Req, Resp, F, Fut>(
+        mut self,
+        method: &str,
+        request_type: &str,
+        response_type: &str,
+        handler: F,
+    ) -> Self
+    where
+        Req: prost::Message + Default + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+        F: Fn(Context, Receiver<Req>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+    {
+        self.endpoint(method, request_type, response_type, true);
+        add_method!(self, method, handler, serve_client_streaming, None, true);
+        self
+    }
+
+    /// Adds a bidirectional streaming method: requests read from a [`Receiver`],
+    /// responses sent through a [`Sender`], both at once. Protobuf and JSON.
+    #[must_use]
+    pub fn streaming<Req, Resp, F, Fut>(
+        mut self,
+        method: &str,
+        request_type: &str,
+        response_type: &str,
+        handler: F,
+    ) -> Self
+    where
+        Req: Json + prost::Message + Default,
+        Resp: Json + prost::Message + Default,
+        F: Fn(Context, Receiver<Req>, Sender<Resp>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.endpoint(method, request_type, response_type, true);
+        add_method!(
+            self,
+            method,
+            handler,
+            serve_streaming,
+            Some(serve_streaming::<JsonCodec, Req, Resp, F, Fut>),
+            true
+        );
+        self
+    }
+
+    /// [`Handler::streaming`] for messages without serde: protobuf only.
+    #[must_use]
+    pub fn streaming_proto<Req, Resp, F, Fut>(
+        mut self,
+        method: &str,
+        request_type: &str,
+        response_type: &str,
+        handler: F,
+    ) -> Self
+    where
+        Req: prost::Message + Default + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+        F: Fn(Context, Receiver<Req>, Sender<Resp>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.endpoint(method, request_type, response_type, true);
+        add_method!(self, method, handler, serve_streaming, None, true);
         self
     }
 }
 
-struct Unary<Req, Resp, F> {
+/// Messages that can travel as JSON: serde both ways (generated messages are, by
+/// default).
+pub trait Json: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {}
+
+impl<T> Json for T where T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {}
+
+/// One method: its handler, and how to serve it with each codec.
+struct Served<F> {
     handler: F,
-    json: Option<JsonServe<F>>,
-    _types: PhantomData<fn(Req) -> Resp>,
+    proto: ServeFn<F>,
+    json: Option<ServeFn<F>>,
 }
 
 /// The codec a request asks for, from `content-type` (then go-micro's `x-content-type`).
@@ -200,18 +357,13 @@ fn subtype(headers: &http::HeaderMap) -> Subtype {
     }
 }
 
-impl<Req, Resp, F, Fut> Method for Unary<Req, Resp, F>
+impl<F> Method for Served<F>
 where
-    Req: prost::Message + Default + Send + 'static,
-    Resp: prost::Message + Default + Send + 'static,
-    F: Fn(Context, Req) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+    F: Clone + Send + Sync + 'static,
 {
     fn call(&self, request: http::Request<Body>, limits: Limits) -> ResponseFuture {
         match subtype(request.headers()) {
-            Subtype::Proto => {
-                serve::<ProtoCodec, Req, Resp, F, Fut>(self.handler.clone(), request, limits)
-            }
+            Subtype::Proto => (self.proto)(self.handler.clone(), request, limits),
             Subtype::Json => match self.json {
                 Some(serve_json) => serve_json(self.handler.clone(), request, limits),
                 None => unsupported(
@@ -229,8 +381,33 @@ fn unsupported(content_type: &str) -> ResponseFuture {
     Box::pin(async move { status.into_http() })
 }
 
-/// Serves one unary request with codec `C`.
-fn serve<C, Req, Resp, F, Fut>(
+/// A tonic server with codec `C` and the server's limits.
+fn grpc<C, Req, Resp>(limits: Limits) -> tonic::server::Grpc<TonicCodec<C, Resp, Req>>
+where
+    C: Codec<Req> + Codec<Resp> + Default,
+    Req: Send + 'static,
+    Resp: Send + 'static,
+{
+    tonic::server::Grpc::new(TonicCodec::new(C::default()))
+        .apply_max_message_size_config(Some(limits.max_message_size), Some(limits.max_message_size))
+}
+
+/// Names the codec in the response and maps the size-limit status.
+fn finish<C: Codec<Req> + Default, Req>(
+    mut response: http::Response<Body>,
+) -> http::Response<Body> {
+    let name = Codec::<Req>::name(&C::default());
+    if name != "proto" {
+        if let Ok(value) = http::HeaderValue::from_str(&format!("application/grpc+{name}")) {
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, value);
+        }
+    }
+    size_limit_is_resource_exhausted(response)
+}
+
+fn serve_unary<C, Req, Resp, F, Fut>(
     handler: F,
     request: http::Request<Body>,
     limits: Limits,
@@ -242,26 +419,83 @@ where
     F: Fn(Context, Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
 {
-    let service = UnaryCall::<Req, F> {
-        handler,
-        _types: PhantomData,
-    };
     Box::pin(async move {
-        let codec: TonicCodec<C, Resp, Req> = TonicCodec::new(C::default());
-        let name = Codec::<Req>::name(&C::default());
-        let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(
-            Some(limits.max_message_size),
-            Some(limits.max_message_size),
-        );
-        let mut response = grpc.unary(service, request).await;
-        if name != "proto" {
-            if let Ok(value) = http::HeaderValue::from_str(&format!("application/grpc+{name}")) {
-                response
-                    .headers_mut()
-                    .insert(http::header::CONTENT_TYPE, value);
-            }
-        }
-        size_limit_is_resource_exhausted(response)
+        let call = UnaryCall::<Req, F> {
+            handler,
+            _types: PhantomData,
+        };
+        finish::<C, Req>(grpc::<C, Req, Resp>(limits).unary(call, request).await)
+    })
+}
+
+fn serve_server_streaming<C, Req, Resp, F, Fut>(
+    handler: F,
+    request: http::Request<Body>,
+    limits: Limits,
+) -> ResponseFuture
+where
+    C: Codec<Req> + Codec<Resp> + Default,
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Context, Req, Sender<Resp>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Error>> + Send + 'static,
+{
+    Box::pin(async move {
+        let call = ServerStreamingCall::<Req, Resp, F> {
+            handler,
+            _types: PhantomData,
+        };
+        finish::<C, Req>(
+            grpc::<C, Req, Resp>(limits)
+                .server_streaming(call, request)
+                .await,
+        )
+    })
+}
+
+fn serve_client_streaming<C, Req, Resp, F, Fut>(
+    handler: F,
+    request: http::Request<Body>,
+    limits: Limits,
+) -> ResponseFuture
+where
+    C: Codec<Req> + Codec<Resp> + Default,
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Context, Receiver<Req>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+{
+    Box::pin(async move {
+        let call = ClientStreamingCall::<Req, F> {
+            handler,
+            _types: PhantomData,
+        };
+        finish::<C, Req>(
+            grpc::<C, Req, Resp>(limits)
+                .client_streaming(call, request)
+                .await,
+        )
+    })
+}
+
+fn serve_streaming<C, Req, Resp, F, Fut>(
+    handler: F,
+    request: http::Request<Body>,
+    limits: Limits,
+) -> ResponseFuture
+where
+    C: Codec<Req> + Codec<Resp> + Default,
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Context, Receiver<Req>, Sender<Resp>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Error>> + Send + 'static,
+{
+    Box::pin(async move {
+        let call = StreamingCall::<Req, Resp, F> {
+            handler,
+            _types: PhantomData,
+        };
+        finish::<C, Req>(grpc::<C, Req, Resp>(limits).streaming(call, request).await)
     })
 }
 
@@ -281,6 +515,27 @@ fn size_limit_is_resource_exhausted(mut response: http::Response<Body>) -> http:
             .insert("grpc-status", http::HeaderValue::from_static("8"));
     }
     response
+}
+
+/// Runs `work` within the context's deadline; past it, the call is a timeout and the
+/// context is cancelled.
+async fn within_deadline<T>(
+    deadline: Option<Instant>,
+    guard: tokio_util::sync::DropGuard,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let result = match deadline {
+        Some(at) => match tokio::time::timeout_at(at, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                guard.disarm().cancel();
+                return Err(Error::timeout("go.micro.server", "deadline exceeded"));
+            }
+        },
+        None => work.await,
+    };
+    guard.disarm();
+    result
 }
 
 struct UnaryCall<Req, F> {
@@ -304,26 +559,161 @@ where
         let ctx = context_of(&request, cancelled.clone());
         let handler = self.handler.clone();
         Box::pin(async move {
-            // Dropped unfinished (the caller went away, or the deadline passed): the
-            // handler's context reports it as cancelled.
+            // Dropped unfinished (the caller went away): the context reports it.
             let guard = cancelled.drop_guard();
             let deadline = ctx.deadline();
-            let work = handler(ctx, request.into_inner());
-            let result = match deadline {
-                Some(at) => match tokio::time::timeout_at(at, work).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        guard.disarm().cancel();
-                        return Err(Error::timeout("go.micro.server", "deadline exceeded").into());
-                    }
-                },
-                None => work.await,
-            };
-            guard.disarm();
+            let result = within_deadline(deadline, guard, handler(ctx, request.into_inner())).await;
             result
                 .map(tonic::Response::new)
                 .map_err(tonic::Status::from)
         })
+    }
+}
+
+struct ClientStreamingCall<Req, F> {
+    handler: F,
+    _types: PhantomData<fn(Req)>,
+}
+
+/// The request stream as a [`Receiver`].
+fn requests<Req: Send + 'static>(stream: tonic::Streaming<Req>) -> Receiver<Req> {
+    use futures::StreamExt;
+    Receiver::new(stream.map(|item| item.map_err(Error::from)), None)
+}
+
+impl<Req, Resp, F, Fut> tonic::server::ClientStreamingService<Req> for ClientStreamingCall<Req, F>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Context, Receiver<Req>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+{
+    type Response = Resp;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<tonic::Response<Resp>, tonic::Status>> + Send>>;
+
+    fn call(&mut self, request: tonic::Request<tonic::Streaming<Req>>) -> Self::Future {
+        let cancelled = CancellationToken::new();
+        let ctx = context_of(&request, cancelled.clone());
+        let handler = self.handler.clone();
+        Box::pin(async move {
+            let guard = cancelled.drop_guard();
+            let deadline = ctx.deadline();
+            let result = within_deadline(
+                deadline,
+                guard,
+                handler(ctx, requests(request.into_inner())),
+            )
+            .await;
+            result
+                .map(tonic::Response::new)
+                .map_err(tonic::Status::from)
+        })
+    }
+}
+
+/// The response stream of a streaming call: the handler's messages, and a final
+/// error if it failed. Dropping it (the caller went away) cancels the context.
+pub(crate) struct ResponseStream<Resp> {
+    inner: tokio_stream::wrappers::ReceiverStream<Result<Resp, tonic::Status>>,
+    _cancel_on_drop: tokio_util::sync::DropGuard,
+}
+
+impl<Resp> futures::Stream for ResponseStream<Resp> {
+    type Item = Result<Resp, tonic::Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+/// Runs a streaming handler on its own task, feeding a response stream.
+fn spawn_streaming<Resp, Fut>(
+    ctx: &Context,
+    cancelled: CancellationToken,
+    run: impl FnOnce(Sender<Resp>) -> Fut,
+) -> ResponseStream<Resp>
+where
+    Resp: Send + 'static,
+    Fut: Future<Output = Result<(), Error>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+    let work = run(Sender::new(tx.clone()));
+    let deadline = ctx.deadline();
+    let token = cancelled.clone();
+    tokio::spawn(async move {
+        let result = match deadline {
+            Some(at) => tokio::time::timeout_at(at, work).await.unwrap_or_else(|_| {
+                token.cancel();
+                Err(Error::timeout("go.micro.server", "deadline exceeded"))
+            }),
+            None => work.await,
+        };
+        if let Err(e) = result {
+            let _ = tx.send(Err(tonic::Status::from(e))).await;
+        }
+    });
+    ResponseStream {
+        inner: tokio_stream::wrappers::ReceiverStream::new(rx),
+        _cancel_on_drop: cancelled.drop_guard(),
+    }
+}
+
+struct ServerStreamingCall<Req, Resp, F> {
+    handler: F,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, F, Fut> tonic::server::ServerStreamingService<Req>
+    for ServerStreamingCall<Req, Resp, F>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Context, Req, Sender<Resp>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Error>> + Send + 'static,
+{
+    type Response = Resp;
+    type ResponseStream = ResponseStream<Resp>;
+    type Future = std::future::Ready<Result<tonic::Response<ResponseStream<Resp>>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<Req>) -> Self::Future {
+        let cancelled = CancellationToken::new();
+        let ctx = context_of(&request, cancelled.clone());
+        let handler = self.handler.clone();
+        let stream = spawn_streaming(&ctx.clone(), cancelled, move |sender| {
+            handler(ctx, request.into_inner(), sender)
+        });
+        std::future::ready(Ok(tonic::Response::new(stream)))
+    }
+}
+
+struct StreamingCall<Req, Resp, F> {
+    handler: F,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, F, Fut> tonic::server::StreamingService<Req> for StreamingCall<Req, Resp, F>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Context, Receiver<Req>, Sender<Resp>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Error>> + Send + 'static,
+{
+    type Response = Resp;
+    type ResponseStream = ResponseStream<Resp>;
+    type Future = std::future::Ready<Result<tonic::Response<ResponseStream<Resp>>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<tonic::Streaming<Req>>) -> Self::Future {
+        let cancelled = CancellationToken::new();
+        let ctx = context_of(&request, cancelled.clone());
+        let handler = self.handler.clone();
+        let stream = spawn_streaming(&ctx.clone(), cancelled, move |sender| {
+            handler(ctx, requests(request.into_inner()), sender)
+        });
+        std::future::ready(Ok(tonic::Response::new(stream)))
     }
 }
 

@@ -29,8 +29,8 @@ use micro_transport::Listener;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
-pub use self::handler::Handler;
 use self::handler::{Body, Limits, Method, RemoteAddr};
+pub use self::handler::{Handler, Json};
 use crate::Error;
 
 /// gRPC's default message size limit, in each direction.
