@@ -4,6 +4,9 @@
 #   make test   the workspace's tests
 #   make lint   rustfmt and clippy, as CI runs them
 #   make bench  discovery speed (more benchmarks come with BENCHMARKS.md)
+#   make docker build the example images (no registry needed: static binaries, FROM scratch)
+#   make run    run consignment-service with port 50051 published, as the tutorial does
+#   make docker-test  the example in containers on a fresh Docker network
 #
 # Everything that speaks mDNS runs inside a private network namespace whose only
 # interface is loopback (scripts/in-netns), so nothing is announced to the LAN.
@@ -12,7 +15,11 @@
 CARGO ?= cargo
 NETNS := scripts/in-netns
 
-.PHONY: demo test lint build bench
+.PHONY: demo test lint build bench docker docker-bins run docker-test
+
+# Static binaries for FROM scratch images.
+TARGET := x86_64-unknown-linux-gnu
+STATIC_RUSTFLAGS := -C target-feature=+crt-static
 
 build:
 	$(CARGO) build --workspace --examples
@@ -38,3 +45,17 @@ lint:
 bench:
 	$(CARGO) bench --no-run -p micro-registry
 	$(NETNS) $(CARGO) bench --offline -p micro-registry --bench discovery
+
+docker-bins:
+	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --release --target $(TARGET) --examples
+
+docker: docker-bins
+	docker build --build-arg EXAMPLE=vessel -t vessel-service .
+	docker build --build-arg EXAMPLE=consignment -t consignment-service .
+	docker build --build-arg EXAMPLE=consignment-cli -t consignment-cli .
+
+run:
+	docker run --rm -p 50051:50051 -e MICRO_SERVER_ADDRESS=:50051 -e MICRO_REGISTRY=mdns consignment-service
+
+docker-test: docker
+	scripts/docker-test.sh

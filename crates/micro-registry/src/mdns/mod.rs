@@ -214,12 +214,9 @@ impl MdnsRegistryBuilder {
             // Without it goodbyes are still seen, through the browse, a second later.
             Err(e) => tracing::debug!(error = %e, "no passive mDNS listener"),
         }
-        let out_of = match &interfaces {
-            MdnsInterfaces::Loopback => Some(Ipv4Addr::LOCALHOST),
-            _ => None,
-        };
         let weak = Arc::downgrade(&shared);
-        spawn("micro-mdns-query", move || refresh_loop(out_of, weak))?;
+        let selected = interfaces.clone();
+        spawn("micro-mdns-query", move || refresh_loop(selected, weak))?;
         Ok(MdnsRegistry {
             inner: Arc::new(Inner {
                 daemon,
@@ -362,7 +359,7 @@ fn interface_ips(interfaces: &MdnsInterfaces) -> Vec<Ipv4Addr> {
 /// Asks the network who is there: at once (so a new process knows running services
 /// within milliseconds), then every third of the shortest TTL, expiring nodes that
 /// stopped answering. Ends when the registry is dropped.
-fn refresh_loop(out_of: Option<Ipv4Addr>, shared: std::sync::Weak<Shared>) {
+fn refresh_loop(interfaces: MdnsInterfaces, shared: std::sync::Weak<Shared>) {
     let mut last_query: Option<Instant> = None;
     loop {
         let Some(state) = shared.upgrade() else {
@@ -375,7 +372,11 @@ fn refresh_loop(out_of: Option<Ipv4Addr>, shared: std::sync::Weak<Shared>) {
             .map_or(MAX_REFRESH, |ttl| (ttl / 3).clamp(MIN_REFRESH, MAX_REFRESH));
         if last_query.is_none_or(|at| at.elapsed() >= every) {
             last_query = Some(Instant::now());
-            let result = query::query(out_of, QUERY_WINDOW, |heard| state.absorb(heard));
+            // Interfaces come and go (a container's network, a laptop's Wi-Fi): look
+            // them up on every round.
+            let result = query::query(&interface_ips(&interfaces), QUERY_WINDOW, |heard| {
+                state.absorb(heard)
+            });
             if let Err(e) = result {
                 // The browse still finds everything, only up to a second later.
                 tracing::debug!(error = %e, "legacy unicast mDNS query failed");

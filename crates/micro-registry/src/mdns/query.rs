@@ -52,18 +52,15 @@ impl Heard {
     }
 }
 
-/// Sends a PTR query for `_micro._tcp.local.` from an ephemeral port (out of
-/// `interface`, when given) and collects answers for `window`, calling `on_packet`
+/// Sends a PTR query for `_micro._tcp.local.` from an ephemeral port, out of each of
+/// `interfaces` (their IPv4 addresses), and collects answers for `window`, calling `on_packet`
 /// with everything heard so far after each answer. Blocking.
 pub(crate) fn query(
-    interface: Option<Ipv4Addr>,
+    interfaces: &[Ipv4Addr],
     window: Duration,
     mut on_packet: impl FnMut(&Heard),
 ) -> std::io::Result<Heard> {
     let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
-    if let Some(ip) = interface {
-        set_multicast_if(&socket, ip)?;
-    }
     let mut packet = Packet::new_query(0);
     let name = Name::new(SERVICE_TYPE.trim_end_matches('.')).map_err(invalid)?;
     packet.questions.push(Question::new(
@@ -73,7 +70,21 @@ pub(crate) fn query(
         false,
     ));
     let bytes = packet.build_bytes_vec().map_err(invalid)?;
-    socket.send_to(&bytes, SocketAddrV4::new(MDNS_GROUP, 5353))?;
+    // Out of every interface in use: a host (or container) may have no default route
+    // for multicast, and its peers may be on any of its networks.
+    let mut sent = 0;
+    let mut last_error = None;
+    for ip in interfaces {
+        let result = set_multicast_if(&socket, *ip)
+            .and_then(|()| socket.send_to(&bytes, SocketAddrV4::new(MDNS_GROUP, 5353)));
+        match result {
+            Ok(_) => sent += 1,
+            Err(e) => last_error = Some(e),
+        }
+    }
+    if sent == 0 {
+        return Err(last_error.unwrap_or_else(|| std::io::Error::other("no interface to query on")));
+    }
 
     let mut heard = Heard::default();
     let deadline = Instant::now() + window;
