@@ -39,6 +39,15 @@ echo "consignment-cli examples/consignment-cli/consignment.json:"
 "$bin/consignment-cli"
 echo
 
+# The booking event, as the vessel service received it.
+for _ in $(seq 1 50); do
+    grep -q "booking received" "$logs/vessel.log" && break
+    sleep 0.1
+done
+echo "vessel service, on event consignment.created:"
+grep -h "booking received" "$logs/vessel.log" | sed -e 's/^.*INFO //' || echo "  (no event received)"
+echo
+
 trap - EXIT
 for i in "${!pids[@]}"; do
     kill -TERM "${pids[$i]}"

@@ -48,12 +48,22 @@ impl Running {
     }
 
     fn start_with(name: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn(name, env, Stdio::inherit())
+    }
+
+    /// Started with its log (at `info`) written to `log`.
+    fn start_logged(name: &str, log: &std::path::Path) -> Self {
+        let file = std::fs::File::create(log).expect("log file");
+        Self::spawn(name, &[("RUST_LOG", "info")], Stdio::from(file))
+    }
+
+    fn spawn(name: &str, env: &[(&str, &str)], stderr: Stdio) -> Self {
         let child = Command::new(example(name))
-            .envs(env.iter().copied())
             .env("MICRO_MDNS_INTERFACES", "loopback")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
         Self { child }
@@ -126,7 +136,8 @@ async fn wait_for(registry: &MdnsRegistry, name: &str, present: bool) {
 async fn consignment_gets_a_vessel_found_by_name() {
     let _turn = SERIAL.lock().await;
     let registry = registry();
-    let vessel = Running::start("vessel");
+    let vessel_log = std::env::temp_dir().join(format!("vessel-{}.log", std::process::id()));
+    let vessel = Running::start_logged("vessel", &vessel_log);
     let consignment = Running::start("consignment");
     wait_for(&registry, "go.micro.srv.vessel", true).await;
     wait_for(&registry, "go.micro.srv.consignment", true).await;
@@ -155,6 +166,22 @@ async fn consignment_gets_a_vessel_found_by_name() {
     assert_eq!(stored.consignments.len(), 1);
     assert_eq!(stored.consignments[0].vessel_id, "vessel001");
     assert_eq!(stored.consignments[0].containers.len(), 3);
+
+    // The booking was announced on consignment.created, and the vessel service heard it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(&vessel_log).unwrap_or_default();
+        if log.contains("booking received") {
+            assert!(log.contains("consignment=consignment-1"), "{log}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the vessel service never got the event:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = std::fs::remove_file(&vessel_log);
 
     // A load no vessel can take is refused, and nothing is stored.
     let heavy = std::env::temp_dir().join(format!("heavy-consignment-{}.json", std::process::id()));

@@ -3,9 +3,11 @@
 //! Run with `cargo run --example consignment` (with the vessel service running). It
 //! registers as `go.micro.srv.consignment` and finds the vessel service by its name,
 //! `go.micro.srv.vessel`, through the registry: no address is configured anywhere.
+//! Each booking is published as an event on `consignment.created`.
 
 use std::sync::Mutex;
 
+use micro_core::event::Publisher;
 use micro_core::{Context, Error, Service};
 use micro_examples::consignment::{
     Consignment, GetRequest, Response, ShippingServiceHandler, register_shipping_service_handler,
@@ -14,9 +16,12 @@ use micro_examples::vessel::{Specification, VesselService};
 
 /// The service's registry name, equal to its proto package.
 const NAME: &str = "go.micro.srv.consignment";
+/// Where bookings are announced.
+const CREATED: &str = "consignment.created";
 
 struct Shipping {
     vessels: VesselService,
+    created: Publisher<Consignment>,
     stored: Mutex<Vec<Consignment>>,
 }
 
@@ -60,12 +65,23 @@ impl ShippingServiceHandler for Shipping {
             Error::internal_server_error(NAME, "vessel service answered without a vessel")
         })?;
         consignment.vessel_id = vessel.id;
-        let mut stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
-        if consignment.id.is_empty() {
-            consignment.id = format!("consignment-{}", stored.len() + 1);
+        {
+            let mut stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
+            if consignment.id.is_empty() {
+                consignment.id = format!("consignment-{}", stored.len() + 1);
+            }
+            stored.push(consignment.clone());
         }
-        stored.push(consignment.clone());
         tracing::info!(id = %consignment.id, vessel = %consignment.vessel_id, "consignment created");
+        // The booking stands whether or not anyone hears of it: a failed announcement
+        // is logged, not returned.
+        if let Err(e) = self
+            .created
+            .publish_with(&consignment, ctx.call_options())
+            .await
+        {
+            tracing::warn!(error = %e, "announcing the consignment failed");
+        }
         Ok(Response {
             created: true,
             consignment: Some(consignment),
@@ -89,8 +105,10 @@ impl ShippingServiceHandler for Shipping {
 async fn main() -> Result<(), Error> {
     micro_examples::init_logging();
     let mut service = Service::new(NAME).version("latest");
+    let client = service.client();
     let handler = Shipping {
-        vessels: VesselService::new("go.micro.srv.vessel", service.client()),
+        vessels: VesselService::new("go.micro.srv.vessel", client.clone()),
+        created: Publisher::new(CREATED, client),
         stored: Mutex::new(Vec::new()),
     };
     register_shipping_service_handler(service.server(), handler)?;

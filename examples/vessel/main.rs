@@ -2,9 +2,11 @@
 //!
 //! Run with `cargo run --example vessel`. It registers as `go.micro.srv.vessel` in the
 //! registry `MICRO_REGISTRY` names (default mDNS) and listens on `MICRO_SERVER_ADDRESS`
-//! (default: a free port).
+//! (default: a free port). It listens for bookings on `consignment.created` and logs
+//! which vessel each consignment was booked on.
 
 use micro_core::{Context, Error, Service};
+use micro_examples::consignment::Consignment;
 use micro_examples::vessel::{
     Response, Specification, Vessel, VesselServiceHandler, register_vessel_service_handler,
 };
@@ -66,5 +68,18 @@ async fn main() -> Result<(), Error> {
     micro_examples::init_logging();
     let mut service = Service::new(NAME).version("latest");
     register_vessel_service_handler(service.server(), Fleet::seeded())?;
+    service.subscribe(
+        "consignment.created",
+        |_ctx: Context, booked: Consignment| async move {
+            tracing::info!(
+                vessel = %booked.vessel_id,
+                consignment = %booked.id,
+                containers = booked.containers.len(),
+                weight = booked.weight,
+                "booking received"
+            );
+            Ok::<(), Error>(())
+        },
+    );
     service.run().await
 }

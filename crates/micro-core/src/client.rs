@@ -80,6 +80,7 @@ pub struct ClientBuilder {
     backoff: fn(u32) -> Duration,
     max_message_size: usize,
     layers: Vec<LayerFn>,
+    broker: Option<Arc<dyn crate::broker::Broker>>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -147,8 +148,20 @@ impl ClientBuilder {
         self
     }
 
+    /// Publishes events through `broker` (default: a registry broker over the client's
+    /// registry and transport).
+    #[must_use]
+    pub fn broker(mut self, broker: Arc<dyn crate::broker::Broker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
     /// The client.
     pub fn build(self) -> Client {
+        let broker = std::sync::OnceLock::new();
+        if let Some(given) = self.broker {
+            let _ = broker.set(given);
+        }
         Client {
             inner: Arc::new(Inner {
                 cache: CachedRegistry::new(Arc::clone(&self.registry)),
@@ -163,6 +176,7 @@ impl ClientBuilder {
                 pool: Mutex::new(HashMap::new()),
                 refused: Mutex::new(HashMap::new()),
                 pruning: Mutex::new(false),
+                broker,
             }),
         }
     }
@@ -190,6 +204,7 @@ struct Inner {
     pool: Mutex<HashMap<String, HttpClient>>,
     refused: Mutex<HashMap<String, Instant>>,
     pruning: Mutex<bool>,
+    broker: std::sync::OnceLock<Arc<dyn crate::broker::Broker>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -235,7 +250,18 @@ impl Client {
             backoff: default_backoff,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             layers: Vec::new(),
+            broker: None,
         }
+    }
+
+    /// The broker events are published through.
+    pub fn broker(&self) -> Arc<dyn crate::broker::Broker> {
+        Arc::clone(self.inner.broker.get_or_init(|| {
+            Arc::new(crate::broker::RegistryBroker::new(
+                Arc::clone(&self.inner.registry),
+                Arc::clone(&self.inner.transport),
+            ))
+        }))
     }
 
     /// The registry calls are resolved through.

@@ -38,7 +38,7 @@
 //! | encoding | [`transport::Codec`] | protobuf | JSON (`application/grpc+json`), chosen per call |
 //! | node choice | [`selector::Selector`] | random | round robin |
 //! | middleware | tower `Layer` | | [`layers::LogLayer`], [`layers::TokenAuthLayer`] |
-//! | events | [`broker::Broker`] | memory | |
+//! | events | [`broker::Broker`] | registry (no server) | memory; NATS (feature `nats`) |
 //!
 //! Every server also answers gRPC health checks (`grpc.health.v1`) and server
 //! reflection, so `grpcurl` and Kubernetes probes work without proto files.
@@ -46,6 +46,7 @@
 //! | feature | default | what |
 //! |---|---|---|
 //! | `tls` | no | `transport::TlsTransport`: TLS and mutual TLS with rustls |
+//! | `nats` | no | `broker::NatsBroker`: events through NATS, as go-micro lays them out |
 //!
 //! Environment, as go-micro reads it: `MICRO_REGISTRY` (`mdns`, `memory`),
 //! `MICRO_REGISTRY_ADDRESS`, `MICRO_SERVER_ADDRESS` (`:50051`), `MICRO_SERVER_ADVERTISE`,
@@ -57,6 +58,7 @@ pub mod broker;
 mod client;
 mod context;
 mod error;
+pub mod event;
 pub mod layers;
 pub mod selector;
 pub mod server;

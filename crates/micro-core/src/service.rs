@@ -8,7 +8,9 @@ use std::time::Duration;
 use micro_registry::{Node, RegisterOptions, Registry};
 use micro_transport::{TcpTransport, Transport};
 
-use crate::{Client, Error, Server, addr};
+use crate::broker::{self, Broker, SubscribeOptions};
+use crate::server::Json;
+use crate::{Client, Context, Error, Server, addr};
 
 /// Environment variable with the address to listen on (`:50051`, `127.0.0.1:0`).
 pub const ENV_SERVER_ADDRESS: &str = "MICRO_SERVER_ADDRESS";
@@ -22,6 +24,18 @@ pub const ENV_REGISTER_TTL: &str = "MICRO_REGISTER_TTL";
 pub const DEFAULT_REGISTER_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a registration lives unless renewed (go-micro's default).
 pub const DEFAULT_REGISTER_TTL: Duration = Duration::from_secs(90);
+
+/// A subscription made when the service starts.
+struct PendingSubscription(String, SubscribeOptions, broker::Handler);
+
+impl std::fmt::Debug for PendingSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Subscription")
+            .field(&self.0)
+            .field(&self.1)
+            .finish()
+    }
+}
 
 /// A named service: it listens, registers a node, serves its handlers and
 /// deregisters when it stops.
@@ -44,6 +58,8 @@ pub struct Service {
     metadata: HashMap<String, String>,
     registry: Result<Arc<dyn Registry>, micro_registry::Error>,
     transport: Arc<dyn Transport>,
+    broker: Option<Arc<dyn Broker>>,
+    subscriptions: Vec<PendingSubscription>,
     register_interval: Duration,
     register_ttl: Duration,
     config_error: Option<String>,
@@ -91,6 +107,8 @@ impl Service {
             metadata: HashMap::new(),
             registry,
             transport: Arc::new(TcpTransport::default()),
+            broker: None,
+            subscriptions: Vec::new(),
             register_interval,
             register_ttl,
             config_error,
@@ -135,6 +153,75 @@ impl Service {
         self
     }
 
+    /// Uses `broker` for events instead of the one `MICRO_BROKER` names (default: the
+    /// registry broker, which needs no server).
+    #[must_use]
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
+        self.client = None;
+        self
+    }
+
+    /// Handles every message published on `topic` (each subscriber of a topic gets
+    /// every message), decoded as `M`. Subscriptions start when the service runs and
+    /// end when it stops.
+    ///
+    /// ```no_run
+    /// # use micro_core::{Context, Error, Service};
+    /// # #[derive(Clone, PartialEq, micro_core::prost::Message, micro_core::serde::Serialize, micro_core::serde::Deserialize)]
+    /// # #[serde(crate = "micro_core::serde")]
+    /// # struct Created { #[prost(string, tag = "1")] id: String }
+    /// let mut service = Service::new("go.micro.srv.vessel");
+    /// service.subscribe("consignment.created", |_ctx: Context, created: Created| async move {
+    ///     println!("booked: {}", created.id);
+    ///     Ok::<(), Error>(())
+    /// });
+    /// ```
+    pub fn subscribe<M, F, Fut>(&mut self, topic: impl Into<String>, handler: F) -> &mut Self
+    where
+        M: prost::Message + Default + Json,
+        F: Fn(Context, M) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.subscribe_with(topic, SubscribeOptions::default(), handler)
+    }
+
+    /// Like [`Service::subscribe`], with options: a queue group
+    /// (`SubscribeOptions::queue("name")`) gets each message once, on one member.
+    pub fn subscribe_with<M, F, Fut>(
+        &mut self,
+        topic: impl Into<String>,
+        options: SubscribeOptions,
+        handler: F,
+    ) -> &mut Self
+    where
+        M: prost::Message + Default + Json,
+        F: Fn(Context, M) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.subscriptions.push(PendingSubscription(
+            topic.into(),
+            options,
+            crate::event::typed_handler(handler),
+        ));
+        self
+    }
+
+    /// The broker events go through (built from `MICRO_BROKER` on first use).
+    fn event_broker(&mut self) -> Result<Arc<dyn Broker>, Error> {
+        if let Some(broker) = &self.broker {
+            return Ok(Arc::clone(broker));
+        }
+        let registry: Arc<dyn Registry> = match &self.registry {
+            Ok(r) => Arc::clone(r),
+            Err(e) => return Err(Error::from(e.clone())),
+        };
+        let broker = broker::from_env(registry, Arc::clone(&self.transport))
+            .map_err(|e| Error::internal_server_error("go.micro.broker", e.to_string()))?;
+        self.broker = Some(Arc::clone(&broker));
+        Ok(broker)
+    }
+
     /// Uses `transport` instead of TCP.
     #[must_use]
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
@@ -172,7 +259,12 @@ impl Service {
             Ok(r) => Arc::clone(r),
             Err(e) => Arc::new(crate::unavailable::UnavailableRegistry(e.clone())),
         };
-        let client = Client::new(registry, Arc::clone(&self.transport));
+        let mut builder = Client::builder(registry, Arc::clone(&self.transport));
+        match self.event_broker() {
+            Ok(broker) => builder = builder.broker(broker),
+            Err(e) => tracing::error!(error = %e, "no broker"),
+        }
+        let client = builder.build();
         self.client = Some(client.clone());
         client
     }
@@ -185,11 +277,12 @@ impl Service {
     /// Serves until `shutdown` resolves, then deregisters and stops: the registry
     /// forgets the node before the listener closes, and in-flight calls get the
     /// server's grace period to finish.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        if let Some(e) = self.config_error {
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        if let Some(e) = self.config_error.take() {
             return Err(Error::internal_server_error("go.micro.server", e));
         }
-        let registry = self.registry.map_err(Error::from)?;
+        let broker = self.event_broker()?;
+        let registry = self.registry.clone().map_err(Error::from)?;
         if self.register_ttl <= self.register_interval {
             return Err(Error::internal_server_error(
                 "go.micro.server",
@@ -216,7 +309,7 @@ impl Service {
             ("server", "micro"),
             ("transport", self.transport.name()),
             ("registry", registry.name()),
-            ("broker", "memory"),
+            ("broker", broker.name()),
         ] {
             node.metadata.insert(key.to_string(), value.to_string());
         }
@@ -236,6 +329,24 @@ impl Service {
             let _ = stop_server.wait_for(|stop| *stop).await;
         }));
 
+        broker
+            .connect()
+            .await
+            .map_err(|e| Error::internal_server_error("go.micro.broker", e.to_string()))?;
+        let mut subscribers = Vec::new();
+        for PendingSubscription(topic, options, handler) in std::mem::take(&mut self.subscriptions)
+        {
+            let subscriber = broker
+                .subscribe(&topic, handler, options)
+                .await
+                .map_err(|e| {
+                    Error::internal_server_error(
+                        "go.micro.broker",
+                        format!("subscribe {topic}: {e}"),
+                    )
+                })?;
+            subscribers.push(subscriber);
+        }
         self.server.set_health(true).await;
         register_with_retries(registry.as_ref(), &record, self.register_ttl).await?;
         tracing::info!(
@@ -281,6 +392,11 @@ impl Service {
             tracing::warn!(error = %e, "deregister failed");
         }
         tracing::info!(service = %self.name, node = %record.nodes[0].id, "deregistered");
+        // Subscriptions end with the node: nothing more is delivered here.
+        drop(subscribers);
+        if let Err(e) = broker.disconnect().await {
+            tracing::warn!(error = %e, "broker disconnect failed");
+        }
         let _ = stop_tx.send(true);
         let result = match served_early {
             Some(result) => result,

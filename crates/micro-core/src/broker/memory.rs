@@ -7,10 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{Broker, BrokerError, Event, Handler, Message, SubscribeOptions, Subscriber};
-
-/// How many messages a subscriber may have waiting before new ones are dropped.
-pub const SUBSCRIBER_BUFFER: usize = 1024;
+use super::{
+    Broker, BrokerError, Event, Handler, Message, SUBSCRIBER_BUFFER, SubscribeOptions, Subscriber,
+};
 
 /// A broker inside one process. Each subscriber has its own task and a bounded
 /// buffer: a slow subscriber slows nobody else; when its buffer is full, messages

@@ -1,6 +1,9 @@
 //! Publish and subscribe: the `Broker` trait (go-micro's `broker.Broker`).
 
 mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
+pub mod registry;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,7 +13,50 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use self::memory::{MemoryBroker, SUBSCRIBER_BUFFER};
+pub use self::memory::MemoryBroker;
+#[cfg(feature = "nats")]
+pub use self::nats::NatsBroker;
+pub use self::registry::RegistryBroker;
+
+/// How many messages a subscriber may have waiting before new ones are refused.
+pub const SUBSCRIBER_BUFFER: usize = 1024;
+/// Environment variable naming the broker: `registry` (default), `memory`, `nats`.
+pub const ENV_BROKER: &str = "MICRO_BROKER";
+/// Environment variable with the broker's address: the NATS servers
+/// (`nats://host:port[,..]`), or where the registry broker listens.
+pub const ENV_BROKER_ADDRESS: &str = "MICRO_BROKER_ADDRESS";
+
+/// go-micro's header naming a message's topic.
+pub const HEADER_TOPIC: &str = "Micro-Topic";
+/// go-micro's header naming a message's id.
+pub const HEADER_ID: &str = "Micro-Id";
+/// The header naming a message's encoding.
+pub const HEADER_CONTENT_TYPE: &str = "Content-Type";
+
+/// Builds the broker `MICRO_BROKER` names, over `registry` and `transport` (which the
+/// default, registry broker uses). Unknown names are an error that lists the known.
+pub fn from_env(
+    registry: std::sync::Arc<dyn micro_registry::Registry>,
+    transport: std::sync::Arc<dyn micro_transport::Transport>,
+) -> Result<std::sync::Arc<dyn Broker>, BrokerError> {
+    let name = std::env::var(ENV_BROKER).unwrap_or_default();
+    match name.trim() {
+        "" | "registry" | "http" => Ok(std::sync::Arc::new(RegistryBroker::new(
+            registry, transport,
+        ))),
+        "memory" => Ok(std::sync::Arc::new(MemoryBroker::new())),
+        #[cfg(feature = "nats")]
+        "nats" => Ok(std::sync::Arc::new(NatsBroker::from_env())),
+        other => Err(BrokerError::Config(format!(
+            "unknown broker {other:?} (known: registry, memory{})",
+            if cfg!(feature = "nats") {
+                ", nats"
+            } else {
+                "; nats needs the `nats` feature"
+            }
+        ))),
+    }
+}
 
 /// A message on a topic: headers and an opaque body.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,6 +89,19 @@ pub enum BrokerError {
     /// A handler failed on a message.
     #[error("handler: {0}")]
     Handler(String),
+    /// Some deliveries of a published message failed.
+    #[error("{failed} of {of} deliveries failed; first: {first}")]
+    Delivery {
+        /// How many failed.
+        failed: usize,
+        /// How many were attempted.
+        of: usize,
+        /// Why the first one failed.
+        first: String,
+    },
+    /// The configuration (options or environment) is not usable.
+    #[error("broker configuration: {0}")]
+    Config(String),
     /// The backend failed.
     #[error("{broker} broker: {message}")]
     Backend {

@@ -1,0 +1,234 @@
+//! The NATS broker (feature `nats`), laid out as go-micro's: a go-micro service on
+//! the same NATS sees micro's events, and the other way round.
+//!
+//! - subject = the topic, verbatim;
+//! - payload = JSON `{"Header": {...}, "Body": "<base64>"}` (go-micro's
+//!   `broker.Message` through Go's `encoding/json`, which writes bytes as base64);
+//! - a queue group when the subscription has one, else a plain subscription (every
+//!   subscriber gets every message).
+//!
+//! Payloads that are not this JSON are skipped and counted ([`NatsBroker::malformed`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{Broker, BrokerError, Event, Handler, Message, SubscribeOptions, Subscriber};
+
+/// The NATS server used when `MICRO_BROKER_ADDRESS` is not set.
+pub const DEFAULT_ADDRESS: &str = "nats://127.0.0.1:4222";
+
+/// go-micro's `broker.Message` as JSON.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Envelope {
+    #[serde(rename = "Header", default)]
+    header: Option<HashMap<String, String>>,
+    #[serde(rename = "Body", default)]
+    body: Option<String>,
+}
+
+/// Encodes a message as go-micro's NATS payload.
+pub fn encode(message: &Message) -> Vec<u8> {
+    let envelope = Envelope {
+        header: Some(message.header.clone()),
+        body: Some(base64::engine::general_purpose::STANDARD.encode(&message.body)),
+    };
+    // A map of strings and a string always serialise.
+    serde_json::to_vec(&envelope).unwrap_or_default()
+}
+
+/// Decodes go-micro's NATS payload.
+pub fn decode(payload: &[u8]) -> Result<Message, String> {
+    let envelope: Envelope = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+    let body = match envelope.body {
+        Some(text) => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| format!("Body is not base64: {e}"))?,
+        None => Vec::new(),
+    };
+    Ok(Message {
+        header: envelope.header.unwrap_or_default(),
+        body,
+    })
+}
+
+/// Publish and subscribe through NATS servers.
+#[derive(Debug, Clone)]
+pub struct NatsBroker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    servers: String,
+    client: tokio::sync::RwLock<Option<async_nats::Client>>,
+    malformed: AtomicU64,
+}
+
+impl NatsBroker {
+    /// A broker for the servers in `addresses` (`nats://host:port`, comma-separated).
+    pub fn new(addresses: impl Into<String>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                servers: addresses.into(),
+                client: tokio::sync::RwLock::new(None),
+                malformed: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A broker for `MICRO_BROKER_ADDRESS`, else [`DEFAULT_ADDRESS`].
+    pub fn from_env() -> Self {
+        let address = std::env::var(super::ENV_BROKER_ADDRESS)
+            .ok()
+            .filter(|a| !a.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_ADDRESS.to_string());
+        Self::new(address)
+    }
+
+    /// Received payloads that were not go-micro's JSON (skipped).
+    pub fn malformed(&self) -> u64 {
+        self.inner.malformed.load(Ordering::Relaxed)
+    }
+
+    async fn client(&self) -> Result<async_nats::Client, BrokerError> {
+        self.inner
+            .client
+            .read()
+            .await
+            .clone()
+            .ok_or(BrokerError::NotConnected("nats"))
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Backend {
+        broker: "nats",
+        message: e.to_string(),
+    }
+}
+
+#[async_trait]
+impl Broker for NatsBroker {
+    async fn connect(&self) -> Result<(), BrokerError> {
+        let mut client = self.inner.client.write().await;
+        if client.is_some() {
+            return Ok(());
+        }
+        let servers: Vec<async_nats::ServerAddr> = self
+            .inner
+            .servers
+            .split(',')
+            .map(|s| s.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                BrokerError::Config(format!("NATS address {:?}: {e}", self.inner.servers))
+            })?;
+        let connected = async_nats::ConnectOptions::new()
+            .connect(servers)
+            .await
+            .map_err(|e| backend(format!("connect to {}: {e}", self.inner.servers)))?;
+        *client = Some(connected);
+        Ok(())
+    }
+
+    async fn disconnect(&self) -> Result<(), BrokerError> {
+        if let Some(client) = self.inner.client.write().await.take() {
+            // Deliver what was published, then close.
+            client.flush().await.map_err(backend)?;
+            client.drain().await.map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, topic: &str, message: Message) -> Result<(), BrokerError> {
+        if topic.is_empty() {
+            return Err(BrokerError::InvalidTopic(topic.to_string()));
+        }
+        let client = self.client().await?;
+        client
+            .publish(topic.to_string(), encode(&message).into())
+            .await
+            .map_err(backend)
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        handler: Handler,
+        options: SubscribeOptions,
+    ) -> Result<Subscriber, BrokerError> {
+        if topic.is_empty() {
+            return Err(BrokerError::InvalidTopic(topic.to_string()));
+        }
+        let client = self.client().await?;
+        let mut subscription = match options.queue {
+            Some(queue) => client.queue_subscribe(topic.to_string(), queue).await,
+            None => client.subscribe(topic.to_string()).await,
+        }
+        .map_err(backend)?;
+        // Sent now; the server applies it in order with this connection's other
+        // commands, but a message published on another connection at the same moment
+        // may reach it first (as with any NATS client).
+        client.flush().await.map_err(backend)?;
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    () = stopped.cancelled() => break,
+                    next = subscription.next() => next,
+                };
+                let Some(received) = next else { break };
+                let message = match decode(&received.payload) {
+                    Ok(message) => message,
+                    Err(e) => {
+                        inner.malformed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(subject = %received.subject, error = %e, "skipping a NATS message that is not go-micro's JSON");
+                        continue;
+                    }
+                };
+                let event = Event {
+                    topic: received.subject.to_string(),
+                    message,
+                };
+                if let Err(e) = handler(event).await {
+                    tracing::warn!(subject = %received.subject, error = %e, "subscriber failed on a message");
+                }
+            }
+            let _ = subscription.unsubscribe().await;
+        });
+        Ok(Subscriber::new(topic, move || stop.cancel()))
+    }
+
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_micro_payload_round_trips() {
+        // As go-micro writes it: Go's encoding/json of broker.Message.
+        let go = br#"{"Header":{"Content-Type":"application/json","Micro-Topic":"events"},"Body":"eyJpZCI6IjEifQ=="}"#;
+        let message = decode(go).unwrap();
+        assert_eq!(message.body, br#"{"id":"1"}"#);
+        assert_eq!(message.header["Micro-Topic"], "events");
+        assert_eq!(decode(&encode(&message)).unwrap(), message);
+        assert!(decode(b"not json").is_err());
+        assert!(decode(br#"{"Body":"%%%"}"#).is_err());
+        assert_eq!(
+            decode(br#"{"Header":null,"Body":null}"#).unwrap(),
+            Message::default()
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! Typed events on top of the broker: [`Publisher`] and [`Service::subscribe`](crate::Service::subscribe).
+//!
+//! Messages travel as protobuf (`Content-Type: application/protobuf`) or, on request,
+//! JSON (`application/json`); subscribers read either. Headers carry go-micro's
+//! `Micro-Topic` and `Micro-Id`, and the publisher's metadata.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::broker::{
+    BrokerError, Event, HEADER_CONTENT_TYPE, HEADER_ID, HEADER_TOPIC, Handler, HandlerFuture,
+    Message,
+};
+use crate::server::Json;
+use crate::{CallOptions, Client, ContentType, Context, Error, Metadata};
+
+const PROTOBUF: &str = "application/protobuf";
+const JSON: &str = "application/json";
+
+/// Publishes messages of type `M` on one topic (go-micro's `micro.NewEvent`).
+///
+/// ```no_run
+/// # async fn demo(client: micro_core::Client) -> Result<(), micro_core::Error> {
+/// use micro_core::event::Publisher;
+///
+/// # #[derive(Clone, PartialEq, micro_core::prost::Message, micro_core::serde::Serialize, micro_core::serde::Deserialize)]
+/// # #[serde(crate = "micro_core::serde")]
+/// # struct Created { #[prost(string, tag = "1")] id: String }
+/// let created = Publisher::<Created>::new("consignment.created", client);
+/// created.publish(&Created { id: "c1".into() }).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Publisher<M> {
+    topic: String,
+    client: Client,
+    _message: PhantomData<fn(M)>,
+}
+
+impl<M> Publisher<M>
+where
+    M: prost::Message + Json,
+{
+    /// A publisher on `topic`, through `client`'s broker.
+    pub fn new(topic: impl Into<String>, client: Client) -> Self {
+        Self {
+            topic: topic.into(),
+            client,
+            _message: PhantomData,
+        }
+    }
+
+    /// Publishes `message` as protobuf.
+    pub async fn publish(&self, message: &M) -> Result<(), Error> {
+        self.publish_with(message, CallOptions::new()).await
+    }
+
+    /// Publishes `message` with options: metadata (pass `ctx.call_options()` from a
+    /// handler to forward the caller's) and the encoding (`.json()`).
+    pub async fn publish_with(&self, message: &M, options: CallOptions) -> Result<(), Error> {
+        let (content_type, body) = match options.content_type {
+            ContentType::Proto => (PROTOBUF, message.encode_to_vec()),
+            ContentType::Json => (
+                JSON,
+                serde_json::to_vec(message).map_err(|e| {
+                    Error::internal_server_error("go.micro.broker", format!("encode: {e}"))
+                })?,
+            ),
+        };
+        let mut header: std::collections::HashMap<String, String> = options
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        header.insert(HEADER_CONTENT_TYPE.into(), content_type.into());
+        header.insert(HEADER_TOPIC.into(), self.topic.clone());
+        header.insert(HEADER_ID.into(), uuid::Uuid::new_v4().to_string());
+        let broker = self.client.broker();
+        broker.connect().await.map_err(broker_error)?;
+        broker
+            .publish(&self.topic, Message { header, body })
+            .await
+            .map_err(broker_error)
+    }
+}
+
+fn broker_error(e: BrokerError) -> Error {
+    Error::internal_server_error("go.micro.broker", e.to_string())
+}
+
+/// Wraps a typed handler as a broker [`Handler`]: decodes each message (protobuf or
+/// JSON, by its `Content-Type`) and passes its headers as the context's metadata.
+pub(crate) fn typed_handler<M, F, Fut>(handler: F) -> Handler
+where
+    M: prost::Message + Default + Json,
+    F: Fn(Context, M) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Error>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    Arc::new(move |event: Event| -> HandlerFuture {
+        let handler = Arc::clone(&handler);
+        Box::pin(async move {
+            let header = &event.message.header;
+            let content_type = header
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(HEADER_CONTENT_TYPE))
+                .map_or(PROTOBUF, |(_, v)| v.as_str());
+            let decoded: Result<M, String> = if content_type.contains("json") {
+                serde_json::from_slice(&event.message.body).map_err(|e| e.to_string())
+            } else {
+                M::decode(event.message.body.as_slice()).map_err(|e| e.to_string())
+            };
+            let message = decoded.map_err(|e| {
+                BrokerError::Handler(format!(
+                    "message on {} is not a valid {content_type} message: {e}",
+                    event.topic
+                ))
+            })?;
+            let metadata: Metadata = header.iter().collect();
+            let ctx = Context::from_parts(metadata, None, None, Default::default());
+            handler(ctx, message)
+                .await
+                .map_err(|e| BrokerError::Handler(e.to_string()))
+        })
+    })
+}
