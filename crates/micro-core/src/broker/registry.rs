@@ -8,7 +8,7 @@
 //! (gRPC `/micro.broker.Broker/Publish`).
 //!
 //! A slow subscriber does not slow the others or the publisher: each subscription has
-//! a bounded buffer ([`SUBSCRIBER_BUFFER`](super::SUBSCRIBER_BUFFER)); when it is full,
+//! a bounded buffer ([`super::SUBSCRIBER_BUFFER`]); when it is full,
 //! deliveries to it fail with RESOURCE_EXHAUSTED, are counted
 //! ([`RegistryBroker::dropped`]) and reported to the publisher as a failed delivery.
 
