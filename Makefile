@@ -3,7 +3,7 @@
 #   make demo   the shippy example end to end (vessel, consignment, CLI)
 #   make test   the workspace's tests
 #   make lint   rustfmt and clippy, as CI runs them
-#   make bench  discovery speed (more benchmarks come with BENCHMARKS.md)
+#   make bench  micro against raw tonic, discovery speed, footprint (BENCHMARKS.md)
 #   make docker build the example images (no registry needed: static binaries, FROM scratch)
 #   make run    run consignment-service with port 50051 published, as the tutorial does
 #   make docker-test  the example in containers on a fresh Docker network
@@ -43,8 +43,11 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 bench:
-	$(CARGO) bench --no-run -p micro-registry
+	$(CARGO) build --release --examples
+	$(CARGO) bench --no-run -p micro-registry --bench discovery
+	$(CARGO) bench --no-run --bench rpc
 	$(NETNS) $(CARGO) bench --offline -p micro-registry --bench discovery
+	$(NETNS) $(CARGO) bench --offline --bench rpc
 
 docker-bins:
 	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --release --target $(TARGET) --examples

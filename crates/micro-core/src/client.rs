@@ -175,7 +175,7 @@ impl ClientBuilder {
                 layers: self.layers,
                 pool: Mutex::new(HashMap::new()),
                 refused: Mutex::new(HashMap::new()),
-                pruning: Mutex::new(false),
+                pruning: std::sync::atomic::AtomicBool::new(false),
                 broker,
             }),
         }
@@ -200,10 +200,10 @@ struct Inner {
     backoff: fn(u32) -> Duration,
     max_message_size: usize,
     layers: Vec<LayerFn>,
-    /// address -> the layered connection to it.
-    pool: Mutex<HashMap<String, HttpClient>>,
+    /// address -> the connection to it.
+    pool: Mutex<HashMap<String, Connection>>,
     refused: Mutex<HashMap<String, Instant>>,
-    pruning: Mutex<bool>,
+    pruning: std::sync::atomic::AtomicBool,
     broker: std::sync::OnceLock<Arc<dyn crate::broker::Broker>>,
 }
 
@@ -227,7 +227,7 @@ type Attempt<Req, Resp> = fn(
     &Client,
     &str,
     &'static str,
-    Req,
+    Arc<Req>,
     &CallOptions,
     Instant,
 ) -> BoxFuture<'static, Result<Resp, tonic::Status>>;
@@ -547,7 +547,9 @@ impl Client {
                     request.insert(k, v);
                 }
             }
-            extensions.insert(ContentSubtype(subtype));
+            if subtype != "proto" {
+                extensions.insert(ContentSubtype(subtype));
+            }
         };
         let opened = match requests {
             Stream1::One(one) => {
@@ -598,10 +600,9 @@ impl Client {
         request: Req,
         options: CallOptions,
         attempt: Attempt<Req, Resp>,
-    ) -> Result<Resp, Error>
-    where
-        Req: Clone,
-    {
+    ) -> Result<Resp, Error> {
+        // Shared by every attempt: a retry re-encodes it, never copies it.
+        let request = Arc::new(request);
         let timeout = options.timeout.unwrap_or(self.inner.request_timeout);
         let mut deadline = Instant::now() + timeout;
         if let Some(caller) = options.deadline {
@@ -625,9 +626,15 @@ impl Client {
                 }
                 tokio::time::sleep(delay).await;
             }
-            let node = match tokio::time::timeout_at(deadline, self.pick(service, &tried, &options))
-                .await
-            {
+            // From memory when cached (no timer, no await); else ask the registry.
+            let cached = self.inner.cache.cached(service).filter(|s| !s.is_empty());
+            let picked = match cached {
+                Some(services) => Ok(self.choose(service, &services, &tried, &options)),
+                None => {
+                    tokio::time::timeout_at(deadline, self.pick(service, &tried, &options)).await
+                }
+            };
+            let node = match picked {
                 Ok(Ok(node)) => node,
                 Ok(Err(e)) => return Err(last_error.unwrap_or(e)),
                 Err(_) => return Err(timed_out()),
@@ -638,7 +645,7 @@ impl Client {
                     self,
                     &node.address,
                     path,
-                    request.clone(),
+                    Arc::clone(&request),
                     &options,
                     deadline,
                 ),
@@ -693,7 +700,7 @@ impl Client {
     }
 
     /// Chooses a node: from the cached registry, preferring nodes not yet tried in
-    /// this call and not lately refusing connections.
+    /// this call and not lately refusing connections. Clones only the chosen node.
     async fn pick(
         &self,
         service: &str,
@@ -701,6 +708,17 @@ impl Client {
         options: &CallOptions,
     ) -> Result<Node, Error> {
         let services = self.inner.cache.lookup(service).await?;
+        self.choose(service, &services, tried, options)
+    }
+
+    /// [`Client::pick`] among `services`, with no I/O.
+    fn choose(
+        &self,
+        service: &str,
+        services: &[micro_registry::Service],
+        tried: &[String],
+        options: &CallOptions,
+    ) -> Result<Node, Error> {
         let all: Vec<&Node> = services.iter().flat_map(|s| s.nodes.iter()).collect();
         if all.is_empty() {
             return Err(Error::internal_server_error(
@@ -708,32 +726,45 @@ impl Client {
                 format!("service {service}: no nodes"),
             ));
         }
-        let candidates: Vec<Node> = {
+        let candidates: Vec<&Node> = {
             let mut refused = lock(&self.inner.refused);
-            refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
-            let fresh =
-                |n: &&&Node| !tried.contains(&n.address) && !refused.contains_key(&n.address);
-            let untried = |n: &&&Node| !tried.contains(&n.address);
-            let chosen: Vec<&&Node> = match all.iter().filter(fresh).collect::<Vec<_>>() {
-                v if !v.is_empty() => v,
-                _ => match all.iter().filter(untried).collect::<Vec<_>>() {
-                    v if !v.is_empty() => v,
-                    _ => all.iter().collect(),
-                },
-            };
-            chosen.into_iter().map(|n| (*n).clone()).collect()
+            if tried.is_empty() && refused.is_empty() {
+                all
+            } else {
+                refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
+                let fresh: Vec<&Node> = all
+                    .iter()
+                    .copied()
+                    .filter(|n| !tried.contains(&n.address) && !refused.contains_key(&n.address))
+                    .collect();
+                if !fresh.is_empty() {
+                    fresh
+                } else {
+                    let untried: Vec<&Node> = all
+                        .iter()
+                        .copied()
+                        .filter(|n| !tried.contains(&n.address))
+                        .collect();
+                    if untried.is_empty() { all } else { untried }
+                }
+            }
         };
         let selector = options.selector.as_ref().unwrap_or(&self.inner.selector);
-        let index = selector.select(service, &candidates);
+        let index = if candidates.len() == 1 && options.selector.is_none() {
+            0
+        } else {
+            selector.select(service, &candidates)
+        };
         Ok(candidates
             .get(index)
             .or_else(|| candidates.first())
-            .cloned()
+            .map(|n| (*n).clone())
             .unwrap_or_default())
     }
 
-    /// The pooled, layered connection to `address`, created on first use.
-    fn connection(&self, address: &str) -> Result<HttpClient, tonic::Status> {
+    /// The pooled connection to `address` (layered, when the client has layers),
+    /// created on first use.
+    fn connection(&self, address: &str) -> Result<Connection, tonic::Status> {
         let mut pool = lock(&self.inner.pool);
         if let Some(connection) = pool.get(address) {
             return Ok(connection.clone());
@@ -748,14 +779,19 @@ impl Client {
             let target = target.clone();
             async move { transport.dial(&target).await.map(TokioIo::new) }
         });
-        let channel = endpoint.connect_with_connector_lazy(connector);
-        let base: HttpClient =
-            BoxCloneSyncService::new(SetContentType(channel).map_err(|e| LayerError(Box::new(e))));
-        let connection = self
-            .inner
-            .layers
-            .iter()
-            .fold(base, |inner, layer| layer(inner));
+        let channel = SetContentType(endpoint.connect_with_connector_lazy(connector));
+        let connection = if self.inner.layers.is_empty() {
+            Connection::Plain(channel)
+        } else {
+            let base: HttpClient =
+                BoxCloneSyncService::new(channel.map_err(|e| LayerError(Box::new(e))));
+            Connection::Layered(
+                self.inner
+                    .layers
+                    .iter()
+                    .fold(base, |inner, layer| layer(inner)),
+            )
+        };
         pool.insert(address.to_string(), connection.clone());
         Ok(connection)
     }
@@ -766,12 +802,11 @@ impl Client {
 
     /// Closes connections to nodes that leave the registry (once per client).
     async fn ensure_pruning(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.pruning.load(Ordering::Acquire)
+            || self.inner.pruning.swap(true, Ordering::AcqRel)
         {
-            let mut pruning = lock(&self.inner.pruning);
-            if *pruning {
-                return;
-            }
-            *pruning = true;
+            return;
         }
         let Ok(mut watcher) = self.inner.registry.watch(WatchOptions::default()).await else {
             return;
@@ -831,7 +866,7 @@ fn attempt<C, Req, Resp>(
     client: &Client,
     address: &str,
     path: &'static str,
-    request: Req,
+    request: Arc<Req>,
     options: &CallOptions,
     deadline: Instant,
 ) -> BoxFuture<'static, Result<Resp, tonic::Status>>
@@ -855,10 +890,14 @@ where
         }
     }
     let codec = C::default();
-    request
-        .extensions_mut()
-        .insert(ContentSubtype(Codec::<Req>::name(&codec)));
-    let codec: TonicCodec<C, Req, Resp> = TonicCodec::new(codec);
+    let subtype = Codec::<Req>::name(&codec);
+    // Protobuf is tonic's own content-type; only other codecs need naming (and the
+    // extension map is not allocated for the common case).
+    if subtype != "proto" {
+        request.extensions_mut().insert(ContentSubtype(subtype));
+    }
+    let codec: SharedRequestCodec<C, Req, Resp> =
+        SharedRequestCodec(codec, std::marker::PhantomData);
     async move {
         let mut grpc = tonic::client::Grpc::new(connection?)
             .max_decoding_message_size(max_message_size)
@@ -890,6 +929,91 @@ impl std::fmt::Display for LayerError {
 impl std::error::Error for LayerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(self.0.as_ref())
+    }
+}
+
+/// tonic's codec for a call whose request is shared between attempts: encodes
+/// `Arc<Req>` by reference with the micro codec `C`, decodes `Resp` with it.
+struct SharedRequestCodec<C, Req, Resp>(C, std::marker::PhantomData<fn(Req) -> Resp>);
+
+/// The encoding half of [`SharedRequestCodec`].
+struct SharedEncoder<C, Req>(C, std::marker::PhantomData<fn(Req)>);
+
+impl<C, Req> tonic::codec::Encoder for SharedEncoder<C, Req>
+where
+    C: Codec<Req>,
+    Req: Send + Sync + 'static,
+{
+    type Item = Arc<Req>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Arc<Req>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        self.0.encode(&*item, dst).map_err(tonic::Status::from)
+    }
+}
+
+impl<C, Req, Resp> tonic::codec::Codec for SharedRequestCodec<C, Req, Resp>
+where
+    C: Codec<Req> + Codec<Resp>,
+    Req: Send + Sync + 'static,
+    Resp: Send + 'static,
+{
+    type Encode = Arc<Req>;
+    type Decode = Resp;
+    type Encoder = SharedEncoder<C, Req>;
+    type Decoder = micro_transport::CodecDecoder<C, Resp>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        SharedEncoder(self.0.clone(), std::marker::PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic::codec::Codec::decoder(&mut TonicCodec::<C, Resp, Resp>::new(self.0.clone()))
+    }
+}
+
+/// One node's connection: the channel itself when the client has no layers (nothing
+/// boxed per call), else the layers around it.
+#[derive(Clone)]
+enum Connection {
+    Plain(SetContentType<tonic::transport::Channel>),
+    Layered(HttpClient),
+}
+
+type PlainFuture = futures::future::MapErr<
+    <tonic::transport::Channel as Service<http::Request<Body>>>::Future,
+    fn(tonic::transport::Error) -> LayerError,
+>;
+
+impl Service<http::Request<Body>> for Connection {
+    type Response = http::Response<Body>;
+    type Error = LayerError;
+    type Future =
+        futures::future::Either<PlainFuture, <HttpClient as Service<http::Request<Body>>>::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), LayerError>> {
+        match self {
+            Connection::Plain(channel) => {
+                channel.poll_ready(cx).map_err(|e| LayerError(Box::new(e)))
+            }
+            Connection::Layered(stack) => stack.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        use futures::TryFutureExt;
+        match self {
+            Connection::Plain(channel) => {
+                futures::future::Either::Left(channel.call(request).map_err(
+                    (|e| LayerError(Box::new(e))) as fn(tonic::transport::Error) -> LayerError,
+                ))
+            }
+            Connection::Layered(stack) => futures::future::Either::Right(stack.call(request)),
+        }
     }
 }
 

@@ -82,7 +82,7 @@ impl<K: AsRef<str>, V: Into<String>> FromIterator<(K, V)> for Metadata {
 pub struct Context {
     metadata: Metadata,
     deadline: Option<Instant>,
-    remote: Option<String>,
+    remote: Option<std::sync::Arc<str>>,
     cancelled: CancellationToken,
 }
 
@@ -95,7 +95,7 @@ impl Context {
     pub(crate) fn from_parts(
         metadata: Metadata,
         deadline: Option<Instant>,
-        remote: Option<String>,
+        remote: Option<std::sync::Arc<str>>,
         cancelled: CancellationToken,
     ) -> Self {
         Self {

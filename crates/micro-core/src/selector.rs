@@ -18,7 +18,7 @@ use rand::Rng;
 /// struct First;
 ///
 /// impl Selector for First {
-///     fn select(&self, _service: &str, _nodes: &[Node]) -> usize {
+///     fn select(&self, _service: &str, _nodes: &[&Node]) -> usize {
 ///         0
 ///     }
 /// }
@@ -26,7 +26,7 @@ use rand::Rng;
 pub trait Selector: Send + Sync + fmt::Debug + 'static {
     /// The index in `nodes` (never empty) of the node to call for `service`.
     /// An index out of range is treated as 0.
-    fn select(&self, service: &str, nodes: &[Node]) -> usize;
+    fn select(&self, service: &str, nodes: &[&Node]) -> usize;
 }
 
 /// A node at random: the default, as in go-micro.
@@ -34,7 +34,7 @@ pub trait Selector: Send + Sync + fmt::Debug + 'static {
 pub struct Random;
 
 impl Selector for Random {
-    fn select(&self, _service: &str, nodes: &[Node]) -> usize {
+    fn select(&self, _service: &str, nodes: &[&Node]) -> usize {
         rand::rng().random_range(0..nodes.len().max(1))
     }
 }
@@ -54,7 +54,7 @@ impl RoundRobin {
 }
 
 impl Selector for RoundRobin {
-    fn select(&self, service: &str, nodes: &[Node]) -> usize {
+    fn select(&self, service: &str, nodes: &[&Node]) -> usize {
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let counter = next
             .entry(service.to_string())
@@ -79,6 +79,7 @@ mod tests {
     fn round_robin_visits_every_node_evenly() {
         let rr = RoundRobin::new();
         let nodes = nodes(3);
+        let nodes: Vec<&Node> = nodes.iter().collect();
         let mut counts = [0; 3];
         for _ in 0..300 {
             counts[rr.select("s", &nodes)] += 1;
@@ -89,6 +90,7 @@ mod tests {
     #[test]
     fn random_stays_in_range_and_spreads() {
         let nodes = nodes(4);
+        let nodes: Vec<&Node> = nodes.iter().collect();
         let mut counts = [0; 4];
         for _ in 0..4000 {
             counts[Random.select("s", &nodes)] += 1;

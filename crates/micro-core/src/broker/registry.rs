@@ -110,7 +110,7 @@ fn backend(e: impl std::fmt::Display) -> BrokerError {
 struct NodeId(String);
 
 impl Selector for NodeId {
-    fn select(&self, _service: &str, nodes: &[Node]) -> usize {
+    fn select(&self, _service: &str, nodes: &[&Node]) -> usize {
         nodes
             .iter()
             .position(|n| n.id == self.0)

@@ -424,7 +424,11 @@ where
             handler,
             _types: PhantomData,
         };
-        finish::<C, Req>(grpc::<C, Req, Resp>(limits).unary(call, request).await)
+        finish::<C, Req>(
+            grpc::<C, Req, Resp>(limits)
+                .unary(call, with_call_info(request))
+                .await,
+        )
     })
 }
 
@@ -447,7 +451,7 @@ where
         };
         finish::<C, Req>(
             grpc::<C, Req, Resp>(limits)
-                .server_streaming(call, request)
+                .server_streaming(call, with_call_info(request))
                 .await,
         )
     })
@@ -472,7 +476,7 @@ where
         };
         finish::<C, Req>(
             grpc::<C, Req, Resp>(limits)
-                .client_streaming(call, request)
+                .client_streaming(call, with_call_info(request))
                 .await,
         )
     })
@@ -495,7 +499,11 @@ where
             handler,
             _types: PhantomData,
         };
-        finish::<C, Req>(grpc::<C, Req, Resp>(limits).streaming(call, request).await)
+        finish::<C, Req>(
+            grpc::<C, Req, Resp>(limits)
+                .streaming(call, with_call_info(request))
+                .await,
+        )
     })
 }
 
@@ -554,9 +562,9 @@ where
     type Future =
         Pin<Box<dyn Future<Output = Result<tonic::Response<Resp>, tonic::Status>> + Send>>;
 
-    fn call(&mut self, request: tonic::Request<Req>) -> Self::Future {
+    fn call(&mut self, mut request: tonic::Request<Req>) -> Self::Future {
         let cancelled = CancellationToken::new();
-        let ctx = context_of(&request, cancelled.clone());
+        let ctx = context_of(&mut request, cancelled.clone());
         let handler = self.handler.clone();
         Box::pin(async move {
             // Dropped unfinished (the caller went away): the context reports it.
@@ -592,9 +600,9 @@ where
     type Future =
         Pin<Box<dyn Future<Output = Result<tonic::Response<Resp>, tonic::Status>> + Send>>;
 
-    fn call(&mut self, request: tonic::Request<tonic::Streaming<Req>>) -> Self::Future {
+    fn call(&mut self, mut request: tonic::Request<tonic::Streaming<Req>>) -> Self::Future {
         let cancelled = CancellationToken::new();
-        let ctx = context_of(&request, cancelled.clone());
+        let ctx = context_of(&mut request, cancelled.clone());
         let handler = self.handler.clone();
         Box::pin(async move {
             let guard = cancelled.drop_guard();
@@ -679,9 +687,9 @@ where
     type ResponseStream = ResponseStream<Resp>;
     type Future = std::future::Ready<Result<tonic::Response<ResponseStream<Resp>>, tonic::Status>>;
 
-    fn call(&mut self, request: tonic::Request<Req>) -> Self::Future {
+    fn call(&mut self, mut request: tonic::Request<Req>) -> Self::Future {
         let cancelled = CancellationToken::new();
-        let ctx = context_of(&request, cancelled.clone());
+        let ctx = context_of(&mut request, cancelled.clone());
         let handler = self.handler.clone();
         let stream = spawn_streaming(&ctx.clone(), cancelled, move |sender| {
             handler(ctx, request.into_inner(), sender)
@@ -706,9 +714,9 @@ where
     type ResponseStream = ResponseStream<Resp>;
     type Future = std::future::Ready<Result<tonic::Response<ResponseStream<Resp>>, tonic::Status>>;
 
-    fn call(&mut self, request: tonic::Request<tonic::Streaming<Req>>) -> Self::Future {
+    fn call(&mut self, mut request: tonic::Request<tonic::Streaming<Req>>) -> Self::Future {
         let cancelled = CancellationToken::new();
-        let ctx = context_of(&request, cancelled.clone());
+        let ctx = context_of(&mut request, cancelled.clone());
         let handler = self.handler.clone();
         let stream = spawn_streaming(&ctx.clone(), cancelled, move |sender| {
             handler(ctx, requests(request.into_inner()), sender)
@@ -717,25 +725,43 @@ where
     }
 }
 
-fn context_of<T>(request: &tonic::Request<T>, cancelled: CancellationToken) -> Context {
-    let headers = request.metadata().clone().into_headers();
+/// What a request says about its call: read from the HTTP headers before tonic takes
+/// the request apart (no copy of the header map), carried in its extensions.
+#[derive(Clone)]
+struct CallInfo {
+    metadata: Metadata,
+    deadline: Option<Instant>,
+}
+
+fn call_info(headers: &http::HeaderMap) -> CallInfo {
     let deadline = headers
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(super::timeout::parse)
         .and_then(|d| Instant::now().checked_add(d));
+    CallInfo {
+        metadata: Metadata::from_headers(headers),
+        deadline,
+    }
+}
+
+/// Adds [`CallInfo`] to a request on its way into tonic.
+fn with_call_info(mut request: http::Request<Body>) -> http::Request<Body> {
+    let info = call_info(request.headers());
+    request.extensions_mut().insert(info);
+    request
+}
+
+fn context_of<T>(request: &mut tonic::Request<T>, cancelled: CancellationToken) -> Context {
+    let info = request.extensions_mut().remove::<CallInfo>();
     let remote = request
         .extensions()
         .get::<RemoteAddr>()
-        .map(|r| r.0.clone());
-    Context::from_parts(
-        Metadata::from_headers(&headers),
-        deadline,
-        remote,
-        cancelled,
-    )
+        .map(|r| Arc::clone(&r.0));
+    let (metadata, deadline) = info.map(|i| (i.metadata, i.deadline)).unwrap_or_default();
+    Context::from_parts(metadata, deadline, remote, cancelled)
 }
 
 /// The peer address of a connection, put in each request's extensions.
 #[derive(Clone, Debug)]
-pub(crate) struct RemoteAddr(pub(crate) String);
+pub(crate) struct RemoteAddr(pub(crate) Arc<str>);

@@ -206,7 +206,7 @@ impl Server {
     }
 
     /// The request-handling stack: routes and built-ins, wrapped in the layers.
-    pub(crate) fn service(&self) -> HttpService {
+    pub(crate) fn service(&self) -> Stack {
         let mut builtins = vec![("/grpc.health.v1.Health/", self.health_service.clone())];
         builtins.extend(self.reflection());
         let router = Router {
@@ -216,9 +216,14 @@ impl Server {
                 max_message_size: self.max_message_size,
             },
         };
-        self.layers
-            .iter()
-            .fold(boxed(router), |inner, layer| layer(inner))
+        if self.layers.is_empty() {
+            return Stack::Plain(router);
+        }
+        Stack::Layered(
+            self.layers
+                .iter()
+                .fold(boxed(router), |inner, layer| layer(inner)),
+        )
     }
 
     /// Reflection over every registered descriptor set, v1 and v1alpha.
@@ -264,7 +269,7 @@ impl Server {
 
 /// The tower service that dispatches a request to its method.
 #[derive(Clone)]
-struct Router {
+pub(crate) struct Router {
     routes: Arc<HashMap<String, Route>>,
     builtins: Arc<Vec<(&'static str, HttpService)>>,
     limits: Limits,
@@ -282,48 +287,69 @@ impl Router {
     }
 }
 
-impl Service<http::Request<Body>> for Router {
-    type Response = http::Response<Body>;
-    type Error = BoxError;
-    type Future = futures::future::BoxFuture<'static, Result<http::Response<Body>, BoxError>>;
-
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+impl Router {
+    /// Serves one request: a route, a built-in service, or UNIMPLEMENTED.
+    fn dispatch(&self, request: http::Request<Body>) -> handler::ResponseFuture {
         let path = request.uri().path();
         if let Some(Route(method)) = self.route(path) {
-            return method.call(request, self.limits).map(Ok).boxed();
+            return method.call(request, self.limits);
         }
         if let Some((_, builtin)) = self
             .builtins
             .iter()
             .find(|(prefix, _)| path.starts_with(prefix))
         {
-            return builtin.clone().oneshot(request).boxed();
+            let builtin = builtin.clone();
+            return Box::pin(async move {
+                match builtin.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(e) => tonic::Status::internal(e.to_string()).into_http(),
+                }
+            });
         }
         let path = path.to_string();
-        async move {
+        Box::pin(async move {
             let service = path
                 .trim_start_matches('/')
                 .split('/')
                 .next()
                 .unwrap_or_default();
-            Ok(
-                tonic::Status::unimplemented(format!("unknown service {service} (path {path})"))
-                    .into_http(),
-            )
-        }
-        .boxed()
+            tonic::Status::unimplemented(format!("unknown service {service} (path {path})"))
+                .into_http()
+        })
     }
+}
+
+impl Service<http::Request<Body>> for Router {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = futures::future::Map<
+        handler::ResponseFuture,
+        fn(http::Response<Body>) -> Result<http::Response<Body>, BoxError>,
+    >;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        self.dispatch(request).map(Ok as fn(_) -> _)
+    }
+}
+
+/// The request-handling stack: the router itself when there are no layers (no boxing
+/// per request), else the layers around it.
+#[derive(Clone)]
+pub(crate) enum Stack {
+    Plain(Router),
+    Layered(HttpService),
 }
 
 /// The hyper-facing service of one connection: adds the peer address, and turns a
 /// layer's error into a gRPC status instead of a broken connection.
 #[derive(Clone)]
 struct Connection {
-    inner: HttpService,
+    inner: Stack,
     remote: Arc<str>,
 }
 
@@ -340,29 +366,43 @@ impl Service<http::Request<hyper::body::Incoming>> for Connection {
         let mut request = request.map(Body::new);
         request
             .extensions_mut()
-            .insert(RemoteAddr(self.remote.to_string()));
-        let inner = self.inner.clone();
-        async move {
-            Ok(match inner.oneshot(request).await {
-                Ok(response) => response,
-                Err(e) => match e.downcast::<tonic::Status>() {
-                    Ok(status) => status.into_http(),
-                    Err(e) => tonic::Status::internal(e.to_string()).into_http(),
-                },
-            })
+            .insert(RemoteAddr(Arc::clone(&self.remote)));
+        match &self.inner {
+            Stack::Plain(router) => {
+                futures::future::Either::Left(router.dispatch(request).map(Ok as fn(_) -> _))
+            }
+            Stack::Layered(stack) => {
+                let stack = stack.clone();
+                futures::future::Either::Right(
+                    async move {
+                        Ok(match stack.oneshot(request).await {
+                            Ok(response) => response,
+                            Err(e) => match e.downcast::<tonic::Status>() {
+                                Ok(status) => status.into_http(),
+                                Err(e) => tonic::Status::internal(e.to_string()).into_http(),
+                            },
+                        })
+                    }
+                    .boxed(),
+                )
+            }
         }
-        .boxed()
     }
 }
 
-type ResponseFuture2 =
-    futures::future::BoxFuture<'static, Result<http::Response<Body>, std::convert::Infallible>>;
+type ResponseFuture2 = futures::future::Either<
+    futures::future::Map<
+        handler::ResponseFuture,
+        fn(http::Response<Body>) -> Result<http::Response<Body>, std::convert::Infallible>,
+    >,
+    futures::future::BoxFuture<'static, Result<http::Response<Body>, std::convert::Infallible>>,
+>;
 
 /// Accepts connections until `shutdown` resolves, then lets in-flight calls finish
 /// within `grace`. Returns once the listener is closed and the calls are done.
 pub(crate) async fn serve(
     mut listener: Box<dyn Listener>,
-    service: HttpService,
+    service: Stack,
     grace: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {

@@ -1,0 +1,356 @@
+//! micro against raw tonic, side by side in one run: unary echo over loopback at
+//! several concurrencies and payload sizes, alternating the two; then the footprint
+//! of the consignment example. Run with `make bench` (see BENCHMARKS.md).
+//!
+//! Both servers and their clients share this process and its runtime (2 worker
+//! threads), so both are measured under the same conditions.
+
+// A benchmark reports by printing, and fails by panicking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
+
+mod micro_echo {
+    #![allow(missing_docs, unreachable_pub, dead_code)]
+    micro_core::include_proto!("micro.bench");
+}
+
+mod tonic_echo {
+    #![allow(missing_docs, unreachable_pub, dead_code, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/tonic/micro.bench.rs"));
+}
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use micro_core::registry::{MemoryRegistry, Registry};
+use micro_core::transport::TcpTransport;
+use micro_core::{Client, Context, Error, Service};
+
+const ROUNDS: usize = 3;
+const RUN: Duration = Duration::from_secs(2);
+const WARMUP: Duration = Duration::from_millis(500);
+
+struct MicroEcho;
+
+#[micro_core::async_trait]
+impl micro_echo::EchoHandler for MicroEcho {
+    async fn say(
+        &self,
+        _ctx: Context,
+        request: micro_echo::Payload,
+    ) -> Result<micro_echo::Payload, Error> {
+        Ok(request)
+    }
+}
+
+struct TonicEcho;
+
+#[tonic::async_trait]
+impl tonic_echo::echo_server::Echo for TonicEcho {
+    async fn say(
+        &self,
+        request: tonic::Request<tonic_echo::Payload>,
+    ) -> Result<tonic::Response<tonic_echo::Payload>, tonic::Status> {
+        Ok(tonic::Response::new(request.into_inner()))
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Latencies and count of one run.
+struct Sample {
+    rps: f64,
+    latencies: Vec<Duration>,
+}
+
+async fn drive<F, Fut>(concurrency: usize, duration: Duration, call: F) -> Sample
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(100_000);
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    call().await;
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Sample {
+        rps: latencies.len() as f64 / elapsed,
+        latencies,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+struct Summary {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn summarize(samples: Vec<Sample>) -> Summary {
+    let mut rates: Vec<f64> = samples.iter().map(|s| s.rps).collect();
+    rates.sort_by(|a, b| a.total_cmp(b));
+    let mut all: Vec<Duration> = samples.into_iter().flat_map(|s| s.latencies).collect();
+    all.sort();
+    Summary {
+        rps: rates[rates.len() / 2],
+        p50: percentile(&all, 0.50),
+        p99: percentile(&all, 0.99),
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+async fn rpc() {
+    // micro: a service found by name through a (memory) registry, called by its client.
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let mut service = Service::new("micro.bench")
+        .address("127.0.0.1:0")
+        .registry(Arc::clone(&registry));
+    micro_echo::register_echo_handler(service.server(), MicroEcho).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let micro_task = tokio::spawn(service.run_until(async move {
+        let _ = stopped.await;
+    }));
+    while registry.get_service("micro.bench").await.is_err() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let micro = micro_echo::EchoService::new(
+        "micro.bench",
+        Client::new(Arc::clone(&registry), Arc::new(TcpTransport::default())),
+    );
+
+    // raw tonic: tonic's generated server and client, one channel.
+    let port = free_port();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(tonic_echo::echo_server::EchoServer::new(TonicEcho))
+            .serve(address),
+    );
+    let channel = loop {
+        match tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .tcp_nodelay(true)
+            .connect()
+            .await
+        {
+            Ok(channel) => break channel,
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    };
+    let tonic = tonic_echo::echo_client::EchoClient::new(channel);
+
+    println!(
+        "| payload | concurrency | tonic req/s | micro req/s | ratio | tonic p50 µs | micro p50 µs | tonic p99 µs | micro p99 µs | p99 ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for size in [64usize, 4096] {
+        for concurrency in [1usize, 16, 64] {
+            let data = vec![7u8; size];
+            let call_tonic = {
+                let (client, data) = (tonic.clone(), data.clone());
+                move || {
+                    let mut client = client.clone();
+                    let data = data.clone();
+                    async move {
+                        client.say(tonic_echo::Payload { data }).await.unwrap();
+                    }
+                }
+            };
+            let call_micro = {
+                let (client, data) = (micro.clone(), data.clone());
+                move || {
+                    let client = client.clone();
+                    let data = data.clone();
+                    async move {
+                        client.say(micro_echo::Payload { data }).await.unwrap();
+                    }
+                }
+            };
+            drive(concurrency, WARMUP, call_tonic.clone()).await;
+            drive(concurrency, WARMUP, call_micro.clone()).await;
+            let (mut t, mut m) = (Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                t.push(drive(concurrency, RUN, call_tonic.clone()).await);
+                m.push(drive(concurrency, RUN, call_micro.clone()).await);
+            }
+            let (t, m) = (summarize(t), summarize(m));
+            println!(
+                "| {size} B | {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+                t.rps,
+                m.rps,
+                m.rps / t.rps,
+                us(t.p50),
+                us(m.p50),
+                us(t.p99),
+                us(m.p99),
+                us(m.p99) / us(t.p99),
+            );
+        }
+    }
+    let _ = stop.send(());
+    let _ = micro_task.await;
+}
+
+/// VmRSS and VmHWM of a process, in KiB.
+fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn footprint() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples");
+    let start = |name: &str| {
+        std::process::Command::new(examples.join(name))
+            .env("MICRO_MDNS_INTERFACES", "loopback")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{name}: {e} (make bench builds the release examples first)")
+            })
+    };
+    let mut vessel = start("vessel");
+    let mut consignment = start("consignment");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (idle, _) = memory(consignment.id());
+
+    let registry = Arc::new(
+        micro_core::registry::MdnsRegistry::builder()
+            .loopback_only()
+            .build()
+            .unwrap(),
+    );
+    let client = Client::new(registry, Arc::new(TcpTransport::default()));
+    let shipping =
+        micro_examples::consignment::ShippingService::new("go.micro.srv.consignment", client);
+    let booking = micro_examples::consignment::Consignment {
+        description: "bench".into(),
+        weight: 100,
+        containers: vec![micro_examples::consignment::Container::default()],
+        ..Default::default()
+    };
+    shipping.create_consignment(booking.clone()).await.unwrap();
+    let load = drive(16, Duration::from_secs(3), {
+        let shipping = shipping.clone();
+        move || {
+            let shipping = shipping.clone();
+            async move {
+                shipping
+                    .get_consignments(micro_examples::consignment::GetRequest {})
+                    .await
+                    .unwrap();
+            }
+        }
+    })
+    .await;
+    let (_, peak) = memory(consignment.id());
+    let _ = std::process::Command::new("kill")
+        .args([
+            "-TERM",
+            &consignment.id().to_string(),
+            &vessel.id().to_string(),
+        ])
+        .status();
+    let _ = consignment.wait();
+    let _ = vessel.wait();
+
+    println!();
+    println!("| consignment example | value |");
+    println!("|---|---|");
+    println!("| RSS idle | {:.1} MiB |", idle as f64 / 1024.0);
+    println!(
+        "| peak RSS under load (16 concurrent GetConsignments, {:.0} req/s) | {:.1} MiB |",
+        load.rps,
+        peak as f64 / 1024.0
+    );
+
+    println!();
+    println!("| release binary | size |");
+    println!("|---|---|");
+    for name in ["vessel", "consignment", "consignment-cli"] {
+        for dir in [
+            "target/release/examples",
+            "target/x86_64-unknown-linux-gnu/release/examples",
+        ] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(dir)
+                .join(name);
+            if let Ok(meta) = std::fs::metadata(&path) {
+                println!(
+                    "| {dir}/{name} | {:.1} MiB |",
+                    meta.len() as f64 / 1048576.0
+                );
+            }
+        }
+    }
+    let images = std::process::Command::new("docker")
+        .args(["image", "ls", "--format", "{{.Repository}} {{.Size}}"])
+        .output();
+    if let Ok(out) = images {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ours: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("vessel-service") || l.starts_with("consignment-"))
+            .collect();
+        if !ours.is_empty() {
+            println!();
+            println!("| image | size |");
+            println!("|---|---|");
+            for line in ours {
+                let (name, size) = line.split_once(' ').unwrap_or((line, ""));
+                println!("| {name} | {size} |");
+            }
+        }
+    }
+}
+
+#[tokio::main(worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--footprint-only") {
+        return footprint().await;
+    }
+    rpc().await;
+    footprint().await;
+}
