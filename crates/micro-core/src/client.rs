@@ -173,8 +173,9 @@ impl ClientBuilder {
                 backoff: self.backoff,
                 max_message_size: self.max_message_size,
                 layers: self.layers,
-                pool: Mutex::new(HashMap::new()),
+                pool: std::sync::RwLock::new(HashMap::new()),
                 refused: Mutex::new(HashMap::new()),
+                any_refused: std::sync::atomic::AtomicBool::new(false),
                 pruning: std::sync::atomic::AtomicBool::new(false),
                 broker,
             }),
@@ -200,9 +201,11 @@ struct Inner {
     backoff: fn(u32) -> Duration,
     max_message_size: usize,
     layers: Vec<LayerFn>,
-    /// address -> the connection to it.
-    pool: Mutex<HashMap<String, Connection>>,
+    /// address -> the connection to it. Read on every call, written once per node.
+    pool: std::sync::RwLock<HashMap<String, Connection>>,
     refused: Mutex<HashMap<String, Instant>>,
+    /// Whether `refused` may hold anything (read on every call, without the lock).
+    any_refused: std::sync::atomic::AtomicBool,
     pruning: std::sync::atomic::AtomicBool,
     broker: std::sync::OnceLock<Arc<dyn crate::broker::Broker>>,
 }
@@ -213,13 +216,21 @@ impl std::fmt::Debug for Inner {
             .field("registry", &self.registry.name())
             .field("transport", &self.transport.name())
             .field("selector", &self.selector)
-            .field("connections", &lock(&self.pool).len())
+            .field("connections", &read(&self.pool).len())
             .finish_non_exhaustive()
     }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One attempt with one codec, chosen per call.
@@ -271,7 +282,7 @@ impl Client {
 
     /// Open connections, one per node called.
     pub fn connections(&self) -> usize {
-        lock(&self.inner.pool).len()
+        read(&self.inner.pool).len()
     }
 
     /// Calls a unary method of the service registered as `service`, with protobuf or,
@@ -514,7 +525,7 @@ impl Client {
         let failed = |status: tonic::Status| {
             if is_connection_failure(&status) {
                 self.forget(&node.address);
-                lock(&self.inner.refused).insert(node.address.clone(), Instant::now());
+                self.refused(&node.address);
                 Error::service_unavailable(
                     "go.micro.client",
                     format!(
@@ -669,7 +680,7 @@ impl Client {
             tracing::debug!(service, node = %node.id, error = %status.message(), attempt = n, "retryable failure");
             if refused {
                 self.forget(&node.address);
-                lock(&self.inner.refused).insert(node.address.clone(), Instant::now());
+                self.refused(&node.address);
             }
             last_error = Some(Error::service_unavailable(
                 "go.micro.client",
@@ -726,12 +737,23 @@ impl Client {
                 format!("service {service}: no nodes"),
             ));
         }
-        let candidates: Vec<&Node> = {
+        let any_refused = self
+            .inner
+            .any_refused
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let candidates: Vec<&Node> = if tried.is_empty() && !any_refused {
+            all
+        } else {
             let mut refused = lock(&self.inner.refused);
             if tried.is_empty() && refused.is_empty() {
                 all
             } else {
                 refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
+                if refused.is_empty() {
+                    self.inner
+                        .any_refused
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                }
                 let fresh: Vec<&Node> = all
                     .iter()
                     .copied()
@@ -765,7 +787,10 @@ impl Client {
     /// The pooled connection to `address` (layered, when the client has layers),
     /// created on first use.
     fn connection(&self, address: &str) -> Result<Connection, tonic::Status> {
-        let mut pool = lock(&self.inner.pool);
+        if let Some(connection) = read(&self.inner.pool).get(address) {
+            return Ok(connection.clone());
+        }
+        let mut pool = write(&self.inner.pool);
         if let Some(connection) = pool.get(address) {
             return Ok(connection.clone());
         }
@@ -796,8 +821,16 @@ impl Client {
         Ok(connection)
     }
 
+    /// Remembers that `address` refused a connection.
+    fn refused(&self, address: &str) {
+        lock(&self.inner.refused).insert(address.to_string(), Instant::now());
+        self.inner
+            .any_refused
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn forget(&self, address: &str) {
-        lock(&self.inner.pool).remove(address);
+        write(&self.inner.pool).remove(address);
     }
 
     /// Closes connections to nodes that leave the registry (once per client).
@@ -818,7 +851,7 @@ impl Client {
                 let Some(inner) = weak.upgrade() else { return };
                 match event {
                     Ok(event) if event.action == Action::Delete => {
-                        let mut pool = lock(&inner.pool);
+                        let mut pool = write(&inner.pool);
                         for node in &event.service.nodes {
                             if pool.remove(&node.address).is_some() {
                                 tracing::debug!(address = %node.address, "closing the connection to a node that left");
