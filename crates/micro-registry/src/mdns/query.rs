@@ -18,6 +18,8 @@ use super::SERVICE_TYPE;
 const MDNS_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
 /// Largest packet read; mDNS packets are at most 9000 bytes.
 const MAX_PACKET: usize = 9000;
+/// Receive buffer asked for the query socket: answers arrive all at once.
+const RECV_BUFFER: usize = 1 << 20;
 /// Most answering instances kept from one query.
 const MAX_ANSWERS: usize = 4096;
 
@@ -61,6 +63,8 @@ pub(crate) fn query(
     mut on_packet: impl FnMut(&Heard),
 ) -> std::io::Result<Heard> {
     let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+    // Every responder answers at once; room for a burst of answers (best effort).
+    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER);
     let mut packet = Packet::new_query(0);
     let name = Name::new(SERVICE_TYPE.trim_end_matches('.')).map_err(invalid)?;
     packet.questions.push(Question::new(
