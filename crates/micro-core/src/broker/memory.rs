@@ -134,7 +134,7 @@ impl Broker for MemoryBroker {
             return Err(BrokerError::InvalidTopic(topic.to_string()));
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (sender, mut receiver) = mpsc::channel::<Event>(SUBSCRIBER_BUFFER);
+        let (sender, receiver) = mpsc::channel::<Event>(SUBSCRIBER_BUFFER);
         self.topics()
             .entry(topic.to_string())
             .or_default()
@@ -143,14 +143,7 @@ impl Broker for MemoryBroker {
                 queue: options.queue,
                 sender,
             });
-        tokio::spawn(async move {
-            while let Some(event) = receiver.recv().await {
-                let topic = event.topic.clone();
-                if let Err(e) = handler(event).await {
-                    tracing::warn!(%topic, error = %e, "subscriber failed on a message");
-                }
-            }
-        });
+        tokio::spawn(super::run_subscription(receiver, handler));
         let broker = self.clone();
         let name = topic.to_string();
         Ok(Subscriber::new(topic, move || {

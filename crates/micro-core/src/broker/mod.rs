@@ -201,6 +201,20 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     fn name(&self) -> &'static str;
 }
 
+/// Feeds a subscription's buffered events to its handler, one at a time, until the
+/// buffer's sender is dropped. A failing handler is logged; the next event still comes.
+pub(crate) async fn run_subscription(
+    mut events: tokio::sync::mpsc::Receiver<Event>,
+    handler: Handler,
+) {
+    while let Some(event) = events.recv().await {
+        let topic = event.topic.clone();
+        if let Err(e) = handler(event).await {
+            tracing::warn!(%topic, error = %e, "subscriber failed on a message");
+        }
+    }
+}
+
 /// Wraps an async closure as a [`Handler`].
 ///
 /// ```

@@ -405,7 +405,7 @@ impl Broker for RegistryBroker {
                     .unwrap_or_else(|| BROADCAST.to_string()),
             )
             .with_node(node);
-        let (sender, mut receiver) = mpsc::channel::<Event>(SUBSCRIBER_BUFFER);
+        let (sender, receiver) = mpsc::channel::<Event>(SUBSCRIBER_BUFFER);
         lock(&self.inner.subscriptions).insert(
             id.clone(),
             Subscription {
@@ -422,14 +422,7 @@ impl Broker for RegistryBroker {
             lock(&self.inner.subscriptions).remove(&id);
             return Err(backend(e));
         }
-        tokio::spawn(async move {
-            while let Some(event) = receiver.recv().await {
-                let topic = event.topic.clone();
-                if let Err(e) = handler(event).await {
-                    tracing::warn!(%topic, error = %e, "subscriber failed on a message");
-                }
-            }
-        });
+        tokio::spawn(super::run_subscription(receiver, handler));
         let inner = Arc::downgrade(&self.inner);
         Ok(Subscriber::new(topic, move || {
             let Some(inner) = inner.upgrade() else { return };
