@@ -56,7 +56,9 @@ pub struct Service {
     address: String,
     advertise: Option<String>,
     metadata: HashMap<String, String>,
-    registry: Result<Arc<dyn Registry>, micro_registry::Error>,
+    /// `None` until needed: the registry `MICRO_REGISTRY` names is only built if no
+    /// other was given (building mDNS starts a daemon that talks on the network).
+    registry: Option<Result<Arc<dyn Registry>, micro_registry::Error>>,
     transport: Arc<dyn Transport>,
     broker: Option<Arc<dyn Broker>>,
     subscriptions: Vec<PendingSubscription>,
@@ -78,10 +80,6 @@ impl Service {
     /// Configuration errors are reported by [`Service::run`] (and by calls made with
     /// [`Service::client`]), never by a panic.
     pub fn new(name: impl Into<String>) -> Self {
-        let registry = micro_registry::from_env();
-        if let Err(e) = &registry {
-            tracing::error!(error = %e, "no registry");
-        }
         let mut config_error = None;
         let mut seconds = |key: &str, default: Duration| match std::env::var(key) {
             Err(_) => default,
@@ -105,7 +103,7 @@ impl Service {
                 .ok()
                 .filter(|a| !a.is_empty()),
             metadata: HashMap::new(),
-            registry,
+            registry: None,
             transport: Arc::new(TcpTransport::default()),
             broker: None,
             subscriptions: Vec::new(),
@@ -148,7 +146,7 @@ impl Service {
     /// Uses `registry` instead of the one `MICRO_REGISTRY` names.
     #[must_use]
     pub fn registry(mut self, registry: Arc<dyn Registry>) -> Self {
-        self.registry = Ok(registry);
+        self.registry = Some(Ok(registry));
         self.client = None;
         self
     }
@@ -207,15 +205,25 @@ impl Service {
         self
     }
 
+    /// The registry: the one given, else the one `MICRO_REGISTRY` names (built once).
+    fn resolve_registry(&mut self) -> Result<Arc<dyn Registry>, micro_registry::Error> {
+        self.registry
+            .get_or_insert_with(|| {
+                let registry = micro_registry::from_env();
+                if let Err(e) = &registry {
+                    tracing::error!(error = %e, "no registry");
+                }
+                registry
+            })
+            .clone()
+    }
+
     /// The broker events go through (built from `MICRO_BROKER` on first use).
     fn event_broker(&mut self) -> Result<Arc<dyn Broker>, Error> {
         if let Some(broker) = &self.broker {
             return Ok(Arc::clone(broker));
         }
-        let registry: Arc<dyn Registry> = match &self.registry {
-            Ok(r) => Arc::clone(r),
-            Err(e) => return Err(Error::from(e.clone())),
-        };
+        let registry = self.resolve_registry().map_err(Error::from)?;
         let broker = broker::from_env(registry, Arc::clone(&self.transport))
             .map_err(|e| Error::internal_server_error("go.micro.broker", e.to_string()))?;
         self.broker = Some(Arc::clone(&broker));
@@ -255,9 +263,9 @@ impl Service {
         if let Some(client) = &self.client {
             return client.clone();
         }
-        let registry: Arc<dyn Registry> = match &self.registry {
-            Ok(r) => Arc::clone(r),
-            Err(e) => Arc::new(crate::unavailable::UnavailableRegistry(e.clone())),
+        let registry: Arc<dyn Registry> = match self.resolve_registry() {
+            Ok(r) => r,
+            Err(e) => Arc::new(crate::unavailable::UnavailableRegistry(e)),
         };
         let mut builder = Client::builder(registry, Arc::clone(&self.transport));
         match self.event_broker() {
@@ -282,7 +290,7 @@ impl Service {
             return Err(Error::internal_server_error("go.micro.server", e));
         }
         let broker = self.event_broker()?;
-        let registry = self.registry.clone().map_err(Error::from)?;
+        let registry = self.resolve_registry().map_err(Error::from)?;
         if self.register_ttl <= self.register_interval {
             return Err(Error::internal_server_error(
                 "go.micro.server",
