@@ -6,6 +6,8 @@
 //!
 //! - [`MdnsRegistry`]: multicast DNS on the local network, nothing to install. The default.
 //! - [`MemoryRegistry`]: one process; for tests.
+//! - `EtcdRegistry` (feature `etcd`): an etcd cluster, past one LAN; go-micro's layout,
+//!   so micro and go-micro services in one etcd find each other.
 //!
 //! [`from_env`] picks one by `MICRO_REGISTRY`, as go-micro does.
 //!
@@ -34,6 +36,8 @@
 mod cache;
 mod env;
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod mdns;
 mod memory;
 mod registry;
@@ -42,6 +46,8 @@ mod service;
 pub use cache::{CachedRegistry, DEFAULT_CACHE_TTL};
 pub use env::{ENV_REGISTRY, ENV_REGISTRY_ADDRESS, KNOWN, by_name, from_env};
 pub use error::Error;
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdRegistry, EtcdRegistryBuilder};
 pub use mdns::{MdnsInterfaces, MdnsRegistry, MdnsRegistryBuilder, MdnsStats};
 pub use memory::MemoryRegistry;
 pub use registry::{Action, Event, RegisterOptions, Registry, WatchOptions, Watcher};

@@ -1,0 +1,495 @@
+//! A registry on etcd, laid out as go-micro lays it out, so micro and go-micro
+//! services registered in one etcd find each other.
+//!
+//! Each node is one key, `/micro/registry/<service>/<node id>`, whose value is the
+//! service's JSON holding that node, attached to a lease of the registration's TTL.
+//! The registry renews the lease at a third of the TTL and writes the key again
+//! under a new lease if etcd lost it. A node whose process died without
+//! deregistering is gone when its lease runs out.
+//!
+//! Given several members (`host:port,host:port`), the registry talks to one and
+//! moves to the next when it cannot be reached. One watch of the prefix feeds every
+//! [`Watcher`]; after a reconnection it reads the registry again and reports what
+//! changed meanwhile.
+//!
+//! Reads are linearizable (go-micro's are serializable): a registration acknowledged
+//! by one member is seen by the next read on any other.
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), micro_registry::Error> {
+//! use std::time::Duration;
+//! use micro_registry::{EtcdRegistry, Node, RegisterOptions, Registry, Service};
+//!
+//! let registry = EtcdRegistry::new(["127.0.0.1:2379"])?;
+//! let service = Service::new("go.micro.srv.vessel")
+//!     .with_version("latest")
+//!     .with_node(Node::new("go.micro.srv.vessel-1", "10.0.0.5:50051"));
+//! registry.register(&service, RegisterOptions::with_ttl(Duration::from_secs(90))).await?;
+//! assert_eq!(registry.get_service("go.micro.srv.vessel").await?[0].nodes.len(), 1);
+//! # Ok(()) }
+//! ```
+
+mod endpoints;
+mod layout;
+mod lease;
+mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::GetOptions;
+use tokio::task::AbortHandle;
+
+use self::endpoints::Endpoints;
+use self::lease::Held;
+use self::watch::WatchStatus;
+use crate::registry::WatchHub;
+use crate::{Error, RegisterOptions, Registry, Service, WatchOptions, Watcher};
+
+/// The address used when none is given: a local etcd, as go-micro assumes.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:2379";
+/// How long one registry operation may take, retries over members included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A registry kept in etcd, compatible with go-micro's etcd registry.
+///
+/// Cheap to clone; clones share the connection, the leases and the watch. Dropping
+/// the last clone stops renewing leases without deleting anything, as a crash
+/// would: call [`Registry::deregister`] to leave at once.
+///
+/// See the [module documentation](self) for the layout and behaviour.
+#[derive(Debug, Clone)]
+pub struct EtcdRegistry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    endpoints: Arc<Endpoints>,
+    /// Registrations with a lease, by key, each with the task renewing it.
+    held: Mutex<HashMap<String, (Arc<Held>, AbortHandle)>>,
+    hub: WatchHub,
+    status: tokio::sync::watch::Sender<WatchStatus>,
+    watch_task: Mutex<Option<AbortHandle>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for (_, (_, task)) in lock(&self.held).drain() {
+            task.abort();
+        }
+        if let Some(task) = lock(&self.watch_task).take() {
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a map insert or remove: a panic elsewhere
+    // cannot leave the map half-changed.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Builds an [`EtcdRegistry`].
+///
+/// ```
+/// use std::time::Duration;
+/// use micro_registry::EtcdRegistry;
+///
+/// let registry = EtcdRegistry::builder()
+///     .addresses(["10.0.0.1:2379", "10.0.0.2:2379", "10.0.0.3"])
+///     .timeout(Duration::from_secs(3))
+///     .build()?;
+/// # Ok::<(), micro_registry::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct EtcdRegistryBuilder {
+    addresses: Vec<String>,
+    timeout: Duration,
+}
+
+impl Default for EtcdRegistryBuilder {
+    fn default() -> Self {
+        Self {
+            addresses: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl EtcdRegistryBuilder {
+    /// The members to talk to: `host:port`, `host` (port 2379) or `http://host:port`.
+    /// None given: [`DEFAULT_ADDRESS`].
+    #[must_use]
+    pub fn addresses<I, S>(mut self, addresses: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.addresses = addresses.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long one operation may take, moving between members included
+    /// (default [`DEFAULT_TIMEOUT`]).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Checks the addresses and builds the registry. Nothing is dialled until the
+    /// first operation, so this succeeds while etcd is still starting.
+    pub fn build(self) -> Result<EtcdRegistry, Error> {
+        let mut urls = Vec::new();
+        for address in self
+            .addresses
+            .iter()
+            .map(|a| a.trim())
+            .filter(|a| !a.is_empty())
+        {
+            urls.push(member_url(address)?);
+        }
+        if urls.is_empty() {
+            urls.push(member_url(DEFAULT_ADDRESS)?);
+        }
+        if self.timeout.is_zero() {
+            return Err(Error::Config("etcd timeout must be more than zero".into()));
+        }
+        let (status, _) = tokio::sync::watch::channel(WatchStatus::default());
+        Ok(EtcdRegistry {
+            inner: Arc::new(Inner {
+                endpoints: Arc::new(Endpoints::new(urls, self.timeout)),
+                held: Mutex::new(HashMap::new()),
+                hub: WatchHub::new(),
+                status,
+                watch_task: Mutex::new(None),
+            }),
+        })
+    }
+}
+
+/// `host:port`, `host` or `http://host:port` to the URL etcd-client dials.
+fn member_url(address: &str) -> Result<String, Error> {
+    let bad = |why: &str| Error::Config(format!("etcd address {address:?}: {why}"));
+    if address.starts_with("https://") {
+        return Err(bad("TLS to etcd is not supported yet; use http://"));
+    }
+    let host_port = address.strip_prefix("http://").unwrap_or(address);
+    let host_port = host_port.strip_suffix('/').unwrap_or(host_port);
+    // A bracketed IPv6 host ends at its ']'; a port, if any, follows after a ':'.
+    let port_at = match host_port.strip_prefix('[') {
+        Some(_) => match host_port.find(']') {
+            Some(end) if host_port[end + 1..].is_empty() => None,
+            Some(end) if host_port[end + 1..].starts_with(':') => Some(end + 1),
+            _ => return Err(bad("expected [ipv6]:port")),
+        },
+        None => {
+            if host_port.matches(':').count() > 1 {
+                return Err(bad("write IPv6 addresses in brackets, [::1]:2379"));
+            }
+            host_port.rfind(':')
+        }
+    };
+    if let Some(at) = port_at {
+        if host_port[at + 1..].parse::<u16>().is_err() {
+            return Err(bad("the port is not a number from 0 to 65535"));
+        }
+    }
+    let has_port = port_at.is_some();
+    let with_port = if has_port {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:2379")
+    };
+    let url = format!("http://{with_port}");
+    match url.parse::<http::Uri>() {
+        Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) && uri.path() == "/" => Ok(url),
+        Ok(_) => Err(bad("expected host:port")),
+        Err(e) => Err(bad(&e.to_string())),
+    }
+}
+
+impl EtcdRegistry {
+    /// A registry on the given members (see [`EtcdRegistryBuilder::addresses`]).
+    pub fn new<I, S>(addresses: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::builder().addresses(addresses).build()
+    }
+
+    /// Options beyond the addresses.
+    pub fn builder() -> EtcdRegistryBuilder {
+        EtcdRegistryBuilder::default()
+    }
+
+    /// A registry on the members `MICRO_REGISTRY_ADDRESS` lists, comma-separated
+    /// (default [`DEFAULT_ADDRESS`]).
+    pub fn from_env() -> Result<Self, Error> {
+        let addresses = match std::env::var(crate::ENV_REGISTRY_ADDRESS) {
+            Ok(list) => list.split(',').map(str::to_string).collect(),
+            Err(std::env::VarError::NotPresent) => Vec::new(),
+            Err(e) => {
+                return Err(Error::Config(format!(
+                    "{}: {e}",
+                    crate::ENV_REGISTRY_ADDRESS
+                )));
+            }
+        };
+        Self::new(addresses)
+    }
+
+    fn endpoints(&self) -> &Endpoints {
+        &self.inner.endpoints
+    }
+
+    /// Reads every value under `prefix`, skipping (and logging) those that are not
+    /// a usable node.
+    async fn read(&self, prefix: String) -> Result<Vec<Service>, Error> {
+        let response = self
+            .endpoints()
+            .call(|mut client| {
+                let prefix = prefix.clone();
+                async move {
+                    client
+                        .get(prefix, Some(GetOptions::new().with_prefix()))
+                        .await
+                }
+            })
+            .await
+            .map_err(backend)?;
+        Ok(response
+            .kvs()
+            .iter()
+            .filter_map(|kv| match layout::decode(kv.key(), kv.value()) {
+                Ok(service) => Some(service),
+                Err(reason) => {
+                    tracing::warn!(%reason, "ignoring an etcd registry value");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    fn ensure_watching(&self) {
+        let mut task = lock(&self.inner.watch_task);
+        if task.is_none() {
+            let handle = tokio::spawn(watch::run(
+                Arc::clone(&self.inner.endpoints),
+                self.inner.hub.clone(),
+                self.inner.status.clone(),
+            ));
+            *task = Some(handle.abort_handle());
+        }
+    }
+
+    fn forget(&self, key: &str) -> Option<Arc<Held>> {
+        let (held, task) = lock(&self.inner.held).remove(key)?;
+        task.abort();
+        Some(held)
+    }
+
+    async fn revoke(&self, lease: i64) {
+        let revoked = self
+            .endpoints()
+            .call(|mut client| async move { client.lease_revoke(lease).await })
+            .await;
+        if let Err(e) = revoked {
+            // It runs out by itself; revoking only frees it sooner.
+            tracing::debug!(lease, error = %e, "etcd lease not revoked");
+        }
+    }
+}
+
+fn backend(e: etcd_client::Error) -> Error {
+    Error::Backend {
+        registry: "etcd",
+        message: e.to_string(),
+    }
+}
+
+/// Merges one-node values into services, one per version, nodes sorted by id.
+fn merge(values: Vec<Service>) -> Vec<Service> {
+    let mut by_version: BTreeMap<(String, String), Service> = BTreeMap::new();
+    for mut value in values {
+        let nodes = std::mem::take(&mut value.nodes);
+        by_version
+            .entry((value.name.clone(), value.version.clone()))
+            .or_insert(value)
+            .nodes
+            .extend(nodes);
+    }
+    by_version
+        .into_values()
+        .map(|mut service| {
+            service.nodes.sort_by(|a, b| a.id.cmp(&b.id));
+            service
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Registry for EtcdRegistry {
+    async fn register(&self, service: &Service, options: RegisterOptions) -> Result<(), Error> {
+        crate::validate(service)?;
+        layout::check_name("service name", &service.name, &service.name)?;
+        // etcd grants whole seconds; round up so a node never expires early.
+        let ttl = options
+            .ttl
+            .map(|ttl| (ttl.as_millis().div_ceil(1000)).clamp(1, i64::MAX as u128) as i64);
+        for node in &service.nodes {
+            layout::check_name("node id", &node.id, &service.name)?;
+            let key = layout::node_key(&service.name, &node.id);
+            let value = layout::encode(service, node)?;
+            let Some(ttl) = ttl else {
+                let previous = self.forget(&key);
+                let (k, v) = (key.clone(), value.clone());
+                self.endpoints()
+                    .call(|mut client| {
+                        let (k, v) = (k.clone(), v.clone());
+                        async move { client.put(k, v, None).await }
+                    })
+                    .await
+                    .map_err(backend)?;
+                if let Some(previous) = previous {
+                    self.revoke(previous.lease()).await;
+                }
+                continue;
+            };
+            let existing = lock(&self.inner.held)
+                .get(&key)
+                .map(|(held, _)| Arc::clone(held));
+            match existing {
+                Some(held) if held.ttl == ttl => {
+                    let lease = lease::put_with_lease(
+                        self.endpoints(),
+                        &key,
+                        &value,
+                        ttl,
+                        Some(held.lease()),
+                    )
+                    .await
+                    .map_err(backend)?;
+                    held.set(value, lease);
+                }
+                existing => {
+                    let lease = lease::put_with_lease(self.endpoints(), &key, &value, ttl, None)
+                        .await
+                        .map_err(backend)?;
+                    let held = Arc::new(Held::new(key.clone(), ttl, value, lease));
+                    let task = tokio::spawn(lease::keep_alive(
+                        Arc::clone(&self.inner.endpoints),
+                        Arc::clone(&held),
+                    ));
+                    let replaced = lock(&self.inner.held).insert(key, (held, task.abort_handle()));
+                    if let Some((old, old_task)) = replaced {
+                        old_task.abort();
+                        if old.lease() != lease {
+                            self.revoke(old.lease()).await;
+                        }
+                    } else if let Some(old) = existing {
+                        self.revoke(old.lease()).await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn deregister(&self, service: &Service) -> Result<(), Error> {
+        for node in &service.nodes {
+            let key = layout::node_key(&service.name, &node.id);
+            let held = self.forget(&key);
+            self.endpoints()
+                .call(|mut client| {
+                    let key = key.clone();
+                    async move { client.delete(key, None).await }
+                })
+                .await
+                .map_err(backend)?;
+            if let Some(held) = held {
+                self.revoke(held.lease()).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_service(&self, name: &str) -> Result<Vec<Service>, Error> {
+        let mut values = self.read(layout::service_prefix(name)).await?;
+        // `a/b` and `a-b` share a key; only the service asked for is an answer.
+        values.retain(|value| value.name == name);
+        if values.is_empty() {
+            return Err(Error::NotFound(name.to_string()));
+        }
+        Ok(merge(values))
+    }
+
+    async fn list_services(&self) -> Result<Vec<Service>, Error> {
+        Ok(merge(self.read(layout::PREFIX.to_string()).await?))
+    }
+
+    async fn watch(&self, options: WatchOptions) -> Result<Watcher, Error> {
+        // Subscribe first: whatever the watch reports from now on reaches this watcher.
+        let watcher = self.inner.hub.watcher(options);
+        self.ensure_watching();
+        let mut status = self.inner.status.subscribe();
+        let ready = tokio::time::timeout(self.endpoints().timeout(), status.wait_for(|s| s.ready))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if ready {
+            return Ok(watcher);
+        }
+        let reason = status.borrow().error.clone();
+        Err(Error::Backend {
+            registry: "etcd",
+            message: format!(
+                "watch not established: {}",
+                reason.as_deref().unwrap_or("no answer from etcd")
+            ),
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::member_url;
+
+    #[test]
+    fn member_urls() {
+        assert_eq!(
+            member_url("127.0.0.1:2379").ok().as_deref(),
+            Some("http://127.0.0.1:2379")
+        );
+        assert_eq!(member_url("etcd").ok().as_deref(), Some("http://etcd:2379"));
+        assert_eq!(
+            member_url("http://etcd:2380/").ok().as_deref(),
+            Some("http://etcd:2380")
+        );
+        assert_eq!(
+            member_url("[::1]:2379").ok().as_deref(),
+            Some("http://[::1]:2379")
+        );
+        assert_eq!(
+            member_url("[::1]").ok().as_deref(),
+            Some("http://[::1]:2379")
+        );
+        for bad in [
+            "etcd:port",
+            "::1",
+            "https://etcd:2379",
+            "etcd:99999",
+            "a b:1",
+            "h:1/x",
+        ] {
+            assert!(member_url(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

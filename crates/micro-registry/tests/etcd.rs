@@ -1,0 +1,491 @@
+//! The etcd registry against real etcd members on loopback (see `support/etcd.rs`).
+#![cfg(feature = "etcd")]
+// Panicking is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/etcd.rs"]
+mod support;
+
+use std::time::Duration;
+
+use etcd_client::{Client, GetOptions, PutOptions};
+use micro_registry::{
+    Action, Endpoint, Error, EtcdRegistry, Event, Node, RegisterOptions, Registry, Service, Value,
+    WatchOptions, Watcher,
+};
+use support::EtcdCluster;
+
+fn registry(cluster: &EtcdCluster) -> EtcdRegistry {
+    EtcdRegistry::new(cluster.addresses()).expect("etcd registry")
+}
+
+fn service(name: &str, version: &str, node: &str) -> Service {
+    Service::new(name)
+        .with_version(version)
+        .with_node(Node::new(node, "127.0.0.1:9000"))
+}
+
+fn ttl(seconds: u64) -> RegisterOptions {
+    RegisterOptions::with_ttl(Duration::from_secs(seconds))
+}
+
+async fn next(watcher: &mut Watcher) -> Event {
+    tokio::time::timeout(Duration::from_secs(10), watcher.next())
+        .await
+        .expect("a watch event within 10s")
+        .expect("watcher running")
+}
+
+/// Whether `node` of `name` is registered, polled until `present` or `within` passes.
+async fn wait_for(
+    registry: &EtcdRegistry,
+    name: &str,
+    node: &str,
+    present: bool,
+    within: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let found = match registry.get_service(name).await {
+            Ok(services) => services
+                .iter()
+                .any(|s| s.nodes.iter().any(|n| n.id == node)),
+            Err(e) if e.is_not_found() => false,
+            Err(e) => panic!("get_service failed: {e}"),
+        };
+        if found == present {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn raw_client(cluster: &EtcdCluster) -> Client {
+    Client::connect(cluster.addresses(), None)
+        .await
+        .expect("etcd client")
+}
+
+#[tokio::test]
+async fn registers_gets_lists_and_watches() {
+    let Some(cluster) = EtcdCluster::start(1) else {
+        return;
+    };
+    let registry = registry(&cluster);
+    let mut watcher = registry.watch(WatchOptions::default()).await.unwrap();
+    let mut one_service = registry
+        .watch(WatchOptions::service("greeter"))
+        .await
+        .unwrap();
+
+    let a = service("greeter", "v1", "greeter-a");
+    let b = service("greeter", "v1", "greeter-b");
+    let c = service("greeter", "v2", "greeter-c");
+    let other = service("greeter.admin", "v1", "admin-1");
+    for s in [&a, &b, &c, &other] {
+        registry.register(s, ttl(30)).await.unwrap();
+    }
+
+    for expected in ["greeter-a", "greeter-b", "greeter-c", "admin-1"] {
+        let event = next(&mut watcher).await;
+        assert_eq!(
+            (event.action, event.service.nodes[0].id.as_str()),
+            (Action::Create, expected)
+        );
+    }
+    // A watch of one service does not see the other, though its name is a prefix.
+    for expected in ["greeter-a", "greeter-b", "greeter-c"] {
+        assert_eq!(next(&mut one_service).await.service.nodes[0].id, expected);
+    }
+
+    let found = registry.get_service("greeter").await.unwrap();
+    assert_eq!(found.len(), 2, "one entry per version: {found:?}");
+    assert_eq!(
+        (found[0].version.as_str(), found[1].version.as_str()),
+        ("v1", "v2")
+    );
+    let ids: Vec<_> = found[0].nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["greeter-a", "greeter-b"]);
+
+    let listed: Vec<_> = registry
+        .list_services()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.name, s.version))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("greeter".to_string(), "v1".to_string()),
+            ("greeter".to_string(), "v2".to_string()),
+            ("greeter.admin".to_string(), "v1".to_string()),
+        ]
+    );
+
+    // Registering again unchanged (as every register interval does) is not news;
+    // a changed node is an update, and it is the next event.
+    registry.register(&a, ttl(30)).await.unwrap();
+    let mut changed = a.clone();
+    changed.nodes[0].address = "127.0.0.1:9001".into();
+    registry.register(&changed, ttl(30)).await.unwrap();
+    let event = next(&mut watcher).await;
+    assert_eq!(event.action, Action::Update);
+    assert_eq!(event.service.nodes[0].address, "127.0.0.1:9001");
+
+    registry.deregister(&b).await.unwrap();
+    let event = next(&mut watcher).await;
+    assert_eq!(
+        (event.action, event.service.nodes[0].id.as_str()),
+        (Action::Delete, "greeter-b")
+    );
+
+    for s in [&changed, &c, &other] {
+        registry.deregister(s).await.unwrap();
+    }
+    assert!(
+        registry
+            .get_service("greeter")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        registry
+            .get_service("nobody")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(registry.list_services().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_crashed_node_is_gone_within_its_ttl() {
+    let Some(cluster) = EtcdCluster::start(1) else {
+        return;
+    };
+    let observer = registry(&cluster);
+    let mut watcher = observer
+        .watch(WatchOptions::service("crashy"))
+        .await
+        .unwrap();
+
+    let node = registry(&cluster);
+    node.register(&service("crashy", "latest", "crashy-1"), ttl(2))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut watcher).await.action, Action::Create);
+
+    // Renewed while it lives: still there after twice its TTL.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        observer.get_service("crashy").await.unwrap()[0].nodes.len(),
+        1
+    );
+
+    // Dropping the registry stops the renewals and deletes nothing, as a crash.
+    let crashed = tokio::time::Instant::now();
+    drop(node);
+    let event = next(&mut watcher).await;
+    let gone_after = crashed.elapsed();
+    assert_eq!(
+        (event.action, event.service.nodes[0].id.as_str()),
+        (Action::Delete, "crashy-1")
+    );
+    // The lease runs its TTL from the last renewal (a third of the TTL before the
+    // crash at most); etcd looks for expired leases every 500 ms.
+    assert!(
+        gone_after < Duration::from_secs(3),
+        "gone after {gone_after:?}"
+    );
+    assert!(
+        observer
+            .get_service("crashy")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+}
+
+/// What go-micro's etcd registry writes for a gRPC service: Go's encoding/json of
+/// `registry.Service` (struct fields in declaration order, map keys sorted, nil
+/// maps and slices as null).
+const GO_MICRO_KEY: &str =
+    "/micro/registry/go.micro.srv.vessel/go.micro.srv.vessel-5a3c4f8e-2f1b-4b7e-9c51-0d6e3a1b2c4d";
+const GO_MICRO_VALUE: &str = r#"{"name":"go.micro.srv.vessel","version":"latest","metadata":null,"endpoints":[{"request":{"name":"Specification","type":"Specification","values":[{"name":"capacity","type":"int32","values":null},{"name":"max_weight","type":"int32","values":null}]},"response":{"name":"Response","type":"Response","values":[{"name":"vessel","type":"Vessel","values":null}]},"metadata":{},"name":"VesselService.FindAvailable"}],"nodes":[{"metadata":{"broker":"http","protocol":"grpc","registry":"etcd","server":"grpc","transport":"grpc"},"id":"go.micro.srv.vessel-5a3c4f8e-2f1b-4b7e-9c51-0d6e3a1b2c4d","address":"10.0.0.7:41237"}]}"#;
+
+#[tokio::test]
+async fn reads_and_writes_values_as_go_micro_does() {
+    let Some(cluster) = EtcdCluster::start(1) else {
+        return;
+    };
+    let registry = registry(&cluster);
+    let mut watcher = registry.watch(WatchOptions::default()).await.unwrap();
+    let mut raw = raw_client(&cluster).await;
+
+    // go-micro -> micro: a go-micro node, written as go-micro writes it.
+    let lease = raw.lease_grant(30, None).await.unwrap().id();
+    raw.put(
+        GO_MICRO_KEY,
+        GO_MICRO_VALUE,
+        Some(PutOptions::new().with_lease(lease)),
+    )
+    .await
+    .unwrap();
+    let event = next(&mut watcher).await;
+    assert_eq!(event.action, Action::Create);
+    let found = registry.get_service("go.micro.srv.vessel").await.unwrap();
+    assert_eq!(found.len(), 1);
+    let vessel = &found[0];
+    assert_eq!(vessel.version, "latest");
+    assert!(vessel.metadata.is_empty());
+    assert_eq!(vessel.nodes[0].address, "10.0.0.7:41237");
+    assert_eq!(vessel.nodes[0].metadata["protocol"], "grpc");
+    let endpoint = &vessel.endpoints[0];
+    assert_eq!(endpoint.name, "VesselService.FindAvailable");
+    let request = endpoint.request.as_ref().unwrap();
+    assert_eq!(request.type_name, "Specification");
+    assert_eq!(request.values[1].name, "max_weight");
+    assert_eq!(event.service, *vessel);
+
+    // micro -> go-micro: the key go-micro's nodePath gives, and a value with exactly
+    // the fields go-micro's structs read, under a lease of the TTL.
+    let mut consignment = Service::new("go.micro.srv.consignment").with_version("latest");
+    consignment
+        .metadata
+        .insert("team".into(), "shipping".into());
+    let mut endpoint = Endpoint {
+        name: "ShippingService.CreateConsignment".into(),
+        request: Some(Value::new("Consignment", "Consignment")),
+        response: Some(Value::new("Response", "Response")),
+        ..Endpoint::default()
+    };
+    endpoint.metadata.insert("stream".into(), "false".into());
+    let mut node = Node::new("go.micro.srv.consignment-1", "10.0.0.8:50051");
+    node.metadata.insert("protocol".into(), "grpc".into());
+    let consignment = consignment.with_endpoint(endpoint).with_node(node);
+    registry.register(&consignment, ttl(20)).await.unwrap();
+
+    let stored = raw
+        .get(
+            "/micro/registry/go.micro.srv.consignment/go.micro.srv.consignment-1",
+            None,
+        )
+        .await
+        .unwrap();
+    let kv = &stored.kvs()[0];
+    let json: serde_json::Value = serde_json::from_slice(kv.value()).unwrap();
+    let expected = serde_json::json!({
+        "name": "go.micro.srv.consignment",
+        "version": "latest",
+        "metadata": {"team": "shipping"},
+        "endpoints": [{
+            "name": "ShippingService.CreateConsignment",
+            "request": {"name": "Consignment", "type": "Consignment", "values": []},
+            "response": {"name": "Response", "type": "Response", "values": []},
+            "metadata": {"stream": "false"}
+        }],
+        "nodes": [{
+            "id": "go.micro.srv.consignment-1",
+            "address": "10.0.0.8:50051",
+            "metadata": {"protocol": "grpc"}
+        }]
+    });
+    assert_eq!(json, expected);
+    let granted = raw.lease_time_to_live(kv.lease(), None).await.unwrap();
+    assert_eq!(granted.granted_ttl(), 20);
+}
+
+#[tokio::test]
+async fn values_that_are_not_nodes_are_skipped() {
+    let Some(cluster) = EtcdCluster::start(1) else {
+        return;
+    };
+    let registry = registry(&cluster);
+    let mut watcher = registry.watch(WatchOptions::default()).await.unwrap();
+    let mut raw = raw_client(&cluster).await;
+
+    for (key, value) in [
+        ("/micro/registry/bad/not-json", "{\"name\":"),
+        (
+            "/micro/registry/bad/no-nodes",
+            r#"{"name":"bad","nodes":[]}"#,
+        ),
+        (
+            "/micro/registry/bad/two-nodes",
+            r#"{"name":"bad","nodes":[{"id":"x","address":"a:1"},{"id":"y","address":"a:2"}]}"#,
+        ),
+        ("/micro/registry/bad/binary", "\u{0}\u{1}\u{2}\u{fffd}"),
+    ] {
+        raw.put(key, value, None).await.unwrap();
+    }
+    registry
+        .register(&service("bad", "v1", "bad-1"), ttl(30))
+        .await
+        .unwrap();
+
+    // The watch skipped the four and reports the real node.
+    let event = next(&mut watcher).await;
+    assert_eq!(
+        (event.action, event.service.nodes[0].id.as_str()),
+        (Action::Create, "bad-1")
+    );
+    let found = registry.get_service("bad").await.unwrap();
+    assert_eq!(found[0].nodes.len(), 1);
+    assert_eq!(registry.list_services().await.unwrap().len(), 1);
+    let all = raw
+        .get("/micro/registry/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert_eq!(all.kvs().len(), 5, "nothing was deleted");
+}
+
+#[tokio::test]
+async fn refuses_what_it_cannot_register_and_bad_addresses() {
+    for bad in ["etcd:port", "https://etcd:2379", "::1:2379"] {
+        assert!(
+            matches!(EtcdRegistry::new([bad]), Err(Error::Config(_))),
+            "{bad} accepted"
+        );
+    }
+    let registry = EtcdRegistry::new(["127.0.0.1:1"]).unwrap();
+    let dotted = service("greeter", "v1", "..");
+    assert!(matches!(
+        registry.register(&dotted, ttl(5)).await,
+        Err(Error::InvalidService { .. })
+    ));
+    // Nobody listens on port 1: a clear backend error within the timeout.
+    let fast = EtcdRegistry::builder()
+        .addresses(["127.0.0.1:1"])
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let error = fast.get_service("greeter").await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Backend {
+                registry: "etcd",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(fast.watch(WatchOptions::default()).await.is_err());
+}
+
+#[tokio::test]
+async fn a_three_member_cluster_keeps_working_without_one() {
+    let Some(mut cluster) = EtcdCluster::start(3) else {
+        return;
+    };
+    let registry = registry(&cluster);
+    let observer = EtcdRegistry::new(cluster.addresses().into_iter().rev()).unwrap();
+    let mut watcher = registry
+        .watch(WatchOptions::service("sturdy"))
+        .await
+        .unwrap();
+    registry
+        .register(&service("sturdy", "v1", "sturdy-a"), ttl(3))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut watcher).await.action, Action::Create);
+
+    // The member both the registry's calls and its watch use goes down.
+    cluster.kill(0);
+
+    registry
+        .register(&service("sturdy", "v1", "sturdy-b"), ttl(3))
+        .await
+        .unwrap();
+    let event = next(&mut watcher).await;
+    assert_eq!(
+        (event.action, event.service.nodes[0].id.as_str()),
+        (Action::Create, "sturdy-b")
+    );
+    assert_eq!(
+        observer.get_service("sturdy").await.unwrap()[0].nodes.len(),
+        2
+    );
+
+    // The leases are renewed through the others: both nodes outlive their TTL.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let ids: Vec<_> = registry.get_service("sturdy").await.unwrap()[0]
+        .nodes
+        .iter()
+        .map(|n| n.id.clone())
+        .collect();
+    assert_eq!(ids, ["sturdy-a", "sturdy-b"]);
+
+    registry
+        .deregister(&service("sturdy", "v1", "sturdy-a"))
+        .await
+        .unwrap();
+    let event = next(&mut watcher).await;
+    assert_eq!(
+        (event.action, event.service.nodes[0].id.as_str()),
+        (Action::Delete, "sturdy-a")
+    );
+}
+
+#[tokio::test]
+async fn registrations_come_back_after_etcd_restarts() {
+    let Some(mut cluster) = EtcdCluster::start(1) else {
+        return;
+    };
+    let registry = registry(&cluster);
+    let observer = registry.clone();
+    let mut watcher = observer
+        .watch(WatchOptions::service("phoenix"))
+        .await
+        .unwrap();
+    let node = service("phoenix", "v1", "phoenix-1");
+    registry.register(&node, ttl(4)).await.unwrap();
+    assert_eq!(next(&mut watcher).await.action, Action::Create);
+
+    // Restarted with its data: the lease survives, the node is there.
+    cluster.restart(0);
+    assert!(
+        wait_for(
+            &registry,
+            "phoenix",
+            "phoenix-1",
+            true,
+            Duration::from_secs(2)
+        )
+        .await
+    );
+
+    // Restarted empty: the lease is gone with everything else, and the registry
+    // writes the node again by itself, well within a register interval.
+    cluster.restart_empty(0);
+    assert!(
+        wait_for(
+            &registry,
+            "phoenix",
+            "phoenix-1",
+            true,
+            Duration::from_secs(4)
+        )
+        .await,
+        "not registered again within 4s"
+    );
+    // The watch came back too: a new node is reported.
+    registry
+        .register(&service("phoenix", "v1", "phoenix-2"), ttl(4))
+        .await
+        .unwrap();
+    loop {
+        let event = next(&mut watcher).await;
+        if event.service.nodes[0].id == "phoenix-2" {
+            assert_eq!(event.action, Action::Create);
+            break;
+        }
+    }
+}
