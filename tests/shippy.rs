@@ -104,8 +104,13 @@ fn terminate(child: &Child) {
 }
 
 fn cli(args: &[&str]) -> Output {
+    cli_with(args, &[])
+}
+
+fn cli_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(example("consignment-cli"))
         .args(args)
+        .envs(env.iter().copied())
         .env("MICRO_MDNS_INTERFACES", "loopback")
         .env("RUST_LOG", "warn")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -336,4 +341,129 @@ fn the_cli_reports_a_missing_or_malformed_file() {
     assert!(stderr.contains("is not a valid consignment"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let _ = std::fs::remove_file(bad);
+}
+
+#[cfg(feature = "etcd")]
+#[path = "../crates/micro-registry/tests/support/etcd.rs"]
+mod etcd_support;
+
+/// The same example with `MICRO_REGISTRY=etcd`: no code changes, a real etcd.
+#[cfg(feature = "etcd")]
+mod on_etcd {
+    use super::*;
+
+    use etcd_support::EtcdCluster;
+    use micro_core::registry::{EtcdRegistry, Event, Watcher};
+
+    async fn next(watcher: &mut Watcher) -> Event {
+        tokio::time::timeout(Duration::from_secs(10), watcher.next())
+            .await
+            .expect("a watch event within 10s")
+            .expect("watcher")
+    }
+
+    async fn wait_found(registry: &EtcdRegistry, name: &str, within: Duration) -> Duration {
+        let started = Instant::now();
+        while registry.get_service(name).await.is_err() {
+            assert!(
+                started.elapsed() < within,
+                "{name} not registered within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        started.elapsed()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_example_runs_unchanged_on_etcd() {
+        let _turn = SERIAL.lock().await;
+        let Some(mut etcd) = EtcdCluster::start(1) else {
+            return;
+        };
+        let address = etcd.address_list();
+        let on_etcd = [
+            ("MICRO_REGISTRY", "etcd"),
+            ("MICRO_REGISTRY_ADDRESS", address.as_str()),
+        ];
+        let registry = EtcdRegistry::new(etcd.addresses()).expect("etcd registry");
+        let mut vessels = registry
+            .watch(WatchOptions::service("go.micro.srv.vessel"))
+            .await
+            .expect("watch");
+
+        let mut vessel = Running::start_with(
+            "vessel",
+            &[
+                on_etcd[0],
+                on_etcd[1],
+                ("MICRO_REGISTER_TTL", "3"),
+                ("MICRO_REGISTER_INTERVAL", "1"),
+            ],
+        );
+        let consignment = Running::start_with(
+            "consignment",
+            &[
+                on_etcd[0],
+                on_etcd[1],
+                ("MICRO_REGISTER_TTL", "6"),
+                ("MICRO_REGISTER_INTERVAL", "2"),
+            ],
+        );
+        let created = next(&mut vessels).await;
+        assert_eq!(created.action, Action::Create);
+        wait_found(
+            &registry,
+            "go.micro.srv.consignment",
+            Duration::from_secs(10),
+        )
+        .await;
+
+        let out = cli_with(&[], &on_etcd);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "cli failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("vessel_id: vessel001"), "{stdout}");
+
+        // Killed without deregistering: gone when its lease runs out.
+        vessel.child.kill().expect("SIGKILL");
+        let _ = vessel.child.wait();
+        let killed_at = Instant::now();
+        let deleted = next(&mut vessels).await;
+        let took = killed_at.elapsed();
+        eprintln!("etcd: SIGKILL -> delete seen: {took:?} (TTL 3s)");
+        assert_eq!(deleted.action, Action::Delete);
+        assert_eq!(deleted.service.nodes[0].id, created.service.nodes[0].id);
+        // The lease runs TTL from its last renewal; etcd looks for expired leases
+        // every 500 ms.
+        assert!(took < Duration::from_secs(4), "{took:?}");
+        let out = cli_with(&[], &on_etcd);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no vessel available"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // etcd comes back empty: consignment is registered again within its
+        // register interval (2s) of etcd answering.
+        etcd.restart_empty(0);
+        let took = wait_found(
+            &registry,
+            "go.micro.srv.consignment",
+            Duration::from_secs(2),
+        )
+        .await;
+        eprintln!("etcd: restarted empty -> consignment registered again: {took:?}");
+
+        assert!(consignment.stop().success());
+        assert!(
+            registry
+                .get_service("go.micro.srv.consignment")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
 }
