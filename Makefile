@@ -7,6 +7,7 @@
 #   make docker build the example images (no registry needed: static binaries, FROM scratch)
 #   make run    run consignment-service with port 50051 published, as the tutorial does
 #   make docker-test  the example in containers on a fresh Docker network
+#   make deps   the system tools the above use (apt-get; done by demo and test)
 #
 # Everything that speaks mDNS runs inside a private network namespace whose only
 # interface is loopback (scripts/in-netns), so nothing is announced to the LAN.
@@ -15,19 +16,22 @@
 CARGO ?= cargo
 NETNS := scripts/in-netns
 
-.PHONY: demo test lint build bench docker docker-bins run docker-test
+.PHONY: demo test lint build bench docker docker-bins run docker-test deps
 
 # Static binaries for FROM scratch images.
 TARGET := x86_64-unknown-linux-gnu
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
 
+deps:
+	scripts/deps.sh
+
 build:
 	$(CARGO) build --workspace --examples
 
-demo: build
+demo: deps build
 	$(NETNS) scripts/demo.sh
 
-test:
+test: deps
 	$(CARGO) build --workspace --all-targets --all-features
 	$(CARGO) build --examples
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
@@ -37,7 +41,7 @@ test:
 	fi
 	$(CARGO) test --workspace --all-features --doc --offline
 
-lint:
+lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
