@@ -181,8 +181,9 @@ impl CachedRegistry {
             }
             *watching = true;
         }
-        let registry = Arc::clone(&self.inner.registry);
-        let first = registry.watch(WatchOptions::default()).await;
+        let first = self.inner.registry.watch(WatchOptions::default()).await;
+        // The task holds the cache (and so the registry) only weakly: dropping the
+        // cache drops the registry, which ends the watch and this task.
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let mut next = first;
@@ -202,6 +203,9 @@ impl CachedRegistry {
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 10).min(Duration::from_secs(10));
+                let Some(registry) = weak.upgrade().map(|inner| Arc::clone(&inner.registry)) else {
+                    return;
+                };
                 next = registry.watch(WatchOptions::default()).await;
             }
         });

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use etcd_client::{Client, GetOptions, PutOptions};
 use micro_registry::{
-    Action, Endpoint, Error, EtcdRegistry, Event, Node, RegisterOptions, Registry, Service, Value,
-    WatchOptions, Watcher,
+    Action, CachedRegistry, Endpoint, Error, EtcdRegistry, Event, Node, RegisterOptions, Registry,
+    Service, Value, WatchOptions, Watcher,
 };
 use support::EtcdCluster;
 
@@ -163,7 +163,7 @@ async fn registers_gets_lists_and_watches() {
     assert!(registry.list_services().await.unwrap().is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_crashed_node_is_gone_within_its_ttl() {
     let Some(cluster) = EtcdCluster::start(1) else {
         return;
@@ -178,28 +178,37 @@ async fn a_crashed_node_is_gone_within_its_ttl() {
     node.register(&service("crashy", "latest", "crashy-1"), ttl(2))
         .await
         .unwrap();
+    node.register(&service("crashy", "latest", "crashy-2"), ttl(2))
+        .await
+        .unwrap();
     assert_eq!(next(&mut watcher).await.action, Action::Create);
+    assert_eq!(next(&mut watcher).await.action, Action::Create);
+    node.deregister(&service("crashy", "latest", "crashy-2"))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut watcher).await.action, Action::Delete);
 
-    // Renewed while it lives: still there after twice its TTL.
+    // Renewed while it lives: still there after twice its TTL; and the node that
+    // left is not written back by anything.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(
-        observer.get_service("crashy").await.unwrap()[0].nodes.len(),
-        1
-    );
+    let nodes = &observer.get_service("crashy").await.unwrap()[0].nodes;
+    let ids: Vec<_> = nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["crashy-1"]);
 
     // Dropping the registry stops the renewals and deletes nothing, as a crash.
     let crashed = tokio::time::Instant::now();
     drop(node);
     let event = next(&mut watcher).await;
     let gone_after = crashed.elapsed();
+    eprintln!("crash -> delete seen: {gone_after:?} (TTL 2s)");
     assert_eq!(
         (event.action, event.service.nodes[0].id.as_str()),
         (Action::Delete, "crashy-1")
     );
-    // The lease runs its TTL from the last renewal (a third of the TTL before the
-    // crash at most); etcd looks for expired leases every 500 ms.
+    // The lease runs its TTL from the last renewal (at most a third of the TTL
+    // before the crash); etcd looks for expired leases every 500 ms.
     assert!(
-        gone_after < Duration::from_secs(3),
+        gone_after < Duration::from_secs(4),
         "gone after {gone_after:?}"
     );
     assert!(
@@ -209,6 +218,38 @@ async fn a_crashed_node_is_gone_within_its_ttl() {
             .unwrap_err()
             .is_not_found()
     );
+}
+
+#[tokio::test]
+async fn a_cache_over_etcd_follows_changes() {
+    let Some(cluster) = EtcdCluster::start(1) else {
+        return;
+    };
+    let registry = registry(&cluster);
+    let cache = CachedRegistry::new(std::sync::Arc::new(registry.clone()));
+    registry
+        .register(&service("cached", "v1", "cached-1"), ttl(30))
+        .await
+        .unwrap();
+    assert_eq!(cache.lookup("cached").await.unwrap()[0].nodes.len(), 1);
+
+    // The cache learns of the second node from the watch, without asking etcd.
+    registry
+        .register(&service("cached", "v1", "cached-2"), ttl(30))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let cached = cache.cached("cached").unwrap_or_default();
+        if cached.first().is_some_and(|s| s.nodes.len() == 2) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cache never saw cached-2: {cached:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// What go-micro's etcd registry writes for a gRPC service: Go's encoding/json of
@@ -298,6 +339,22 @@ async fn reads_and_writes_values_as_go_micro_does() {
     assert_eq!(json, expected);
     let granted = raw.lease_time_to_live(kv.lease(), None).await.unwrap();
     assert_eq!(granted.granted_ttl(), 20);
+
+    // Without a TTL (or a zero one), as go-micro: no lease at all.
+    for options in [
+        RegisterOptions::default(),
+        RegisterOptions::with_ttl(Duration::ZERO),
+    ] {
+        registry.register(&consignment, options).await.unwrap();
+        let stored = raw
+            .get(
+                "/micro/registry/go.micro.srv.consignment/go.micro.srv.consignment-1",
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored.kvs()[0].lease(), 0);
+    }
 }
 
 #[tokio::test]
@@ -380,7 +437,7 @@ async fn refuses_what_it_cannot_register_and_bad_addresses() {
     assert!(fast.watch(WatchOptions::default()).await.is_err());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_three_member_cluster_keeps_working_without_one() {
     let Some(mut cluster) = EtcdCluster::start(3) else {
         return;
@@ -434,7 +491,7 @@ async fn a_three_member_cluster_keeps_working_without_one() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn registrations_come_back_after_etcd_restarts() {
     let Some(mut cluster) = EtcdCluster::start(1) else {
         return;

@@ -85,11 +85,14 @@ impl Endpoints {
             .client
             .get_or_try_init(|| {
                 // Without credentials connecting only builds a lazy channel; the
-                // first request dials. HTTP/2 pings find a member that went silent.
+                // first request dials. HTTP/2 pings find a member that went silent;
+                // requiring a leader makes a member cut off from the others refuse
+                // (so the registry moves on) rather than hold a watch that never fires.
                 let options = ConnectOptions::new()
                     .with_connect_timeout(self.timeout.min(Duration::from_secs(2)))
-                    .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
-                    .with_keep_alive_while_idle(true);
+                    .with_keep_alive(Duration::from_secs(3), Duration::from_secs(2))
+                    .with_keep_alive_while_idle(true)
+                    .with_require_leader(true);
                 Client::connect([member.url.as_str()], Some(options))
             })
             .await?;

@@ -2,7 +2,7 @@
 //! and the key written again under a new lease when the old one is lost (etcd
 //! restarted without its data, or was unreachable for longer than the TTL).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
@@ -10,18 +10,24 @@ use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use super::endpoints::{Endpoints, is_lease_not_found};
 
 /// One node's registration with a lease: what is written, and under which lease.
+///
+/// Every write for the key (a registration, the keeper restoring it, the
+/// deregistration) holds `state`, so they never cross: a deregistration waits for
+/// a restore under way, and a stopped registration is never written again.
 #[derive(Debug)]
 pub(crate) struct Held {
     pub(crate) key: String,
     /// Whole seconds, as etcd grants them.
     pub(crate) ttl: i64,
-    state: Mutex<HeldState>,
+    state: tokio::sync::Mutex<HeldState>,
 }
 
-#[derive(Debug, Clone)]
-struct HeldState {
-    value: Vec<u8>,
-    lease: i64,
+#[derive(Debug)]
+pub(crate) struct HeldState {
+    pub(crate) value: Vec<u8>,
+    pub(crate) lease: i64,
+    /// Deregistered or replaced: nothing is written for it any more.
+    pub(crate) stopped: bool,
 }
 
 impl Held {
@@ -29,24 +35,17 @@ impl Held {
         Self {
             key,
             ttl,
-            state: Mutex::new(HeldState { value, lease }),
+            state: tokio::sync::Mutex::new(HeldState {
+                value,
+                lease,
+                stopped: false,
+            }),
         }
     }
 
-    fn state(&self) -> HeldState {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub(crate) fn lease(&self) -> i64 {
-        self.state().lease
-    }
-
-    pub(crate) fn value(&self) -> Vec<u8> {
-        self.state().value
-    }
-
-    pub(crate) fn set(&self, value: Vec<u8>, lease: i64) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = HeldState { value, lease };
+    /// The registration's state, for a write.
+    pub(crate) async fn lock(&self) -> tokio::sync::MutexGuard<'_, HeldState> {
+        self.state.lock().await
     }
 }
 
@@ -111,20 +110,25 @@ pub(crate) async fn keep_alive(endpoints: Arc<Endpoints>, held: Arc<Held>) {
     let mut verified = true;
     loop {
         if !verified {
+            let mut state = held.lock().await;
+            if state.stopped {
+                return;
+            }
             match put_with_lease(
                 &endpoints,
                 &held.key,
-                &held.value(),
+                &state.value,
                 held.ttl,
-                Some(held.lease()),
+                Some(state.lease),
             )
             .await
             {
                 Ok(lease) => {
-                    held.set(held.value(), lease);
+                    state.lease = lease;
                     verified = true;
                 }
                 Err(e) => {
+                    drop(state);
                     tracing::warn!(key = %held.key, error = %e, "etcd registration not restored yet");
                     tokio::time::sleep(retry_after).await;
                     continue;
@@ -139,7 +143,7 @@ pub(crate) async fn keep_alive(endpoints: Arc<Endpoints>, held: Arc<Held>) {
                 continue;
             }
         };
-        let lease = held.lease();
+        let lease = held.lock().await.lease;
         let opened =
             tokio::time::timeout(endpoints.timeout(), client.lease_keep_alive(lease)).await;
         let (mut keeper, mut responses) = match opened {
@@ -182,5 +186,7 @@ pub(crate) async fn keep_alive(endpoints: Arc<Endpoints>, held: Arc<Held>) {
             }
         }
         verified = false;
+        // A stream that ends as soon as it opens must not make this loop spin.
+        tokio::time::sleep(retry_after).await;
     }
 }

@@ -12,6 +12,9 @@
 //! [`Watcher`]; after a reconnection it reads the registry again and reports what
 //! changed meanwhile.
 //!
+//! [`Registry::watch`] returns once the registry's first read of etcd succeeded;
+//! changes made while etcd is unreachable are reported when it answers again.
+//!
 //! Reads are linearizable (go-micro's are serializable): a registration acknowledged
 //! by one member is seen by the next read on any other.
 //!
@@ -70,6 +73,9 @@ struct Inner {
     endpoints: Arc<Endpoints>,
     /// Registrations with a lease, by key, each with the task renewing it.
     held: Mutex<HashMap<String, (Arc<Held>, AbortHandle)>>,
+    /// Registrations and deregistrations run one at a time, so two of them never
+    /// race on one key's lease.
+    writes: tokio::sync::Mutex<()>,
     hub: WatchHub,
     status: tokio::sync::watch::Sender<WatchStatus>,
     watch_task: Mutex<Option<AbortHandle>>,
@@ -163,6 +169,7 @@ impl EtcdRegistryBuilder {
             inner: Arc::new(Inner {
                 endpoints: Arc::new(Endpoints::new(urls, self.timeout)),
                 held: Mutex::new(HashMap::new()),
+                writes: tokio::sync::Mutex::new(()),
                 hub: WatchHub::new(),
                 status,
                 watch_task: Mutex::new(None),
@@ -287,10 +294,71 @@ impl EtcdRegistry {
         }
     }
 
-    fn forget(&self, key: &str) -> Option<Arc<Held>> {
+    /// Stops renewing `key`'s registration and returns its lease. Waits for a
+    /// restore under way, so nothing is written for the key after this returns.
+    async fn stop(&self, key: &str) -> Option<i64> {
         let (held, task) = lock(&self.inner.held).remove(key)?;
+        let mut state = held.lock().await;
+        state.stopped = true;
         task.abort();
-        Some(held)
+        Some(state.lease)
+    }
+
+    /// Registers one node.
+    async fn register_node(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl: Option<i64>,
+    ) -> Result<(), Error> {
+        let Some(ttl) = ttl else {
+            // Stop renewing first, so no restore can write the key after this put;
+            // the old lease, if any, then only needs to go.
+            let old = self.stop(&key).await;
+            let (k, v) = (key.clone(), value);
+            self.endpoints()
+                .call(|mut client| {
+                    let (k, v) = (k.clone(), v.clone());
+                    async move { client.put(k, v, None).await }
+                })
+                .await
+                .map_err(backend)?;
+            if let Some(lease) = old {
+                self.revoke(lease).await;
+            }
+            return Ok(());
+        };
+        let existing = lock(&self.inner.held)
+            .get(&key)
+            .map(|(held, _)| Arc::clone(held));
+        if let Some(held) = existing.filter(|held| held.ttl == ttl) {
+            // Registered before with this TTL: one conditional write, no new lease
+            // unless etcd lost it, and no event when nothing changed.
+            let mut state = held.lock().await;
+            let lease =
+                lease::put_with_lease(self.endpoints(), &key, &value, ttl, Some(state.lease))
+                    .await
+                    .map_err(backend)?;
+            state.lease = lease;
+            state.value = value;
+            return Ok(());
+        }
+        // New, or with another TTL: the old registration stops before the key moves
+        // to a new lease, and its lease goes after.
+        let old = self.stop(&key).await;
+        let lease = lease::put_with_lease(self.endpoints(), &key, &value, ttl, None)
+            .await
+            .map_err(backend)?;
+        if let Some(old) = old {
+            self.revoke(old).await;
+        }
+        let held = Arc::new(Held::new(key.clone(), ttl, value, lease));
+        let task = tokio::spawn(lease::keep_alive(
+            Arc::clone(&self.inner.endpoints),
+            Arc::clone(&held),
+        ));
+        lock(&self.inner.held).insert(key, (held, task.abort_handle()));
+        Ok(())
     }
 
     async fn revoke(&self, lease: i64) {
@@ -337,85 +405,52 @@ impl Registry for EtcdRegistry {
     async fn register(&self, service: &Service, options: RegisterOptions) -> Result<(), Error> {
         crate::validate(service)?;
         layout::check_name("service name", &service.name, &service.name)?;
-        // etcd grants whole seconds; round up so a node never expires early.
+        // etcd grants whole seconds; round up so a node never expires early. No
+        // TTL, or zero, is no lease, as in go-micro.
         let ttl = options
             .ttl
-            .map(|ttl| (ttl.as_millis().div_ceil(1000)).clamp(1, i64::MAX as u128) as i64);
+            .filter(|ttl| !ttl.is_zero())
+            .map(|ttl| ttl.as_millis().div_ceil(1000).min(i64::MAX as u128) as i64);
+        let mut nodes = Vec::with_capacity(service.nodes.len());
         for node in &service.nodes {
             layout::check_name("node id", &node.id, &service.name)?;
-            let key = layout::node_key(&service.name, &node.id);
-            let value = layout::encode(service, node)?;
-            let Some(ttl) = ttl else {
-                let previous = self.forget(&key);
-                let (k, v) = (key.clone(), value.clone());
-                self.endpoints()
-                    .call(|mut client| {
-                        let (k, v) = (k.clone(), v.clone());
-                        async move { client.put(k, v, None).await }
-                    })
-                    .await
-                    .map_err(backend)?;
-                if let Some(previous) = previous {
-                    self.revoke(previous.lease()).await;
-                }
-                continue;
-            };
-            let existing = lock(&self.inner.held)
-                .get(&key)
-                .map(|(held, _)| Arc::clone(held));
-            match existing {
-                Some(held) if held.ttl == ttl => {
-                    let lease = lease::put_with_lease(
-                        self.endpoints(),
-                        &key,
-                        &value,
-                        ttl,
-                        Some(held.lease()),
-                    )
-                    .await
-                    .map_err(backend)?;
-                    held.set(value, lease);
-                }
-                existing => {
-                    let lease = lease::put_with_lease(self.endpoints(), &key, &value, ttl, None)
-                        .await
-                        .map_err(backend)?;
-                    let held = Arc::new(Held::new(key.clone(), ttl, value, lease));
-                    let task = tokio::spawn(lease::keep_alive(
-                        Arc::clone(&self.inner.endpoints),
-                        Arc::clone(&held),
-                    ));
-                    let replaced = lock(&self.inner.held).insert(key, (held, task.abort_handle()));
-                    if let Some((old, old_task)) = replaced {
-                        old_task.abort();
-                        if old.lease() != lease {
-                            self.revoke(old.lease()).await;
-                        }
-                    } else if let Some(old) = existing {
-                        self.revoke(old.lease()).await;
-                    }
-                }
+            nodes.push((
+                layout::node_key(&service.name, &node.id),
+                layout::encode(service, node)?,
+            ));
+        }
+        let _writing = self.inner.writes.lock().await;
+        // Every node is tried, as go-micro does; the last failure is reported.
+        let mut failed = None;
+        for (key, value) in nodes {
+            if let Err(e) = self.register_node(key, value, ttl).await {
+                failed = Some(e);
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     async fn deregister(&self, service: &Service) -> Result<(), Error> {
+        let _writing = self.inner.writes.lock().await;
+        let mut failed = None;
         for node in &service.nodes {
             let key = layout::node_key(&service.name, &node.id);
-            let held = self.forget(&key);
-            self.endpoints()
+            let lease = self.stop(&key).await;
+            let deleted = self
+                .endpoints()
                 .call(|mut client| {
                     let key = key.clone();
                     async move { client.delete(key, None).await }
                 })
-                .await
-                .map_err(backend)?;
-            if let Some(held) = held {
-                self.revoke(held.lease()).await;
+                .await;
+            if let Err(e) = deleted {
+                failed = Some(backend(e));
+            }
+            if let Some(lease) = lease {
+                self.revoke(lease).await;
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     async fn get_service(&self, name: &str) -> Result<Vec<Service>, Error> {

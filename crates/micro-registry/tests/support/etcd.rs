@@ -127,15 +127,21 @@ impl EtcdCluster {
     }
 
     /// Waits until member `i` answers `/health` with a leader.
-    pub(crate) fn wait_healthy(&self, i: usize) {
+    pub(crate) fn wait_healthy(&mut self, i: usize) {
         let port = self.members[i].client_port;
+        let log = self.members[i].data_dir.with_extension("log");
         let deadline = Instant::now() + Duration::from_secs(30);
         while !healthy(port) {
-            assert!(
-                Instant::now() < deadline,
-                "etcd member {i} not healthy within 30s; log: {}",
-                self.members[i].data_dir.with_extension("log").display()
-            );
+            let exited = self.members[i]
+                .process
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= deadline {
+                panic!(
+                    "etcd member {i} not healthy ({exited:?}); its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
