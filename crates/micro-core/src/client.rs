@@ -31,8 +31,6 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use hyper_util::rt::TokioIo;
 use micro_registry::{Action, CachedRegistry, Node, Registry, WatchOptions};
 use micro_transport::{Codec, JsonCodec, ProtoCodec, TonicCodec, Transport};
@@ -233,16 +231,6 @@ fn write<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One attempt with one codec, chosen per call.
-type Attempt<Req, Resp> = fn(
-    &Client,
-    &str,
-    &'static str,
-    Arc<Req>,
-    &CallOptions,
-    Instant,
-) -> BoxFuture<'static, Result<Resp, tonic::Status>>;
-
 impl Client {
     /// A client with the defaults that finds services in `registry` and reaches them
     /// over `transport`.
@@ -312,11 +300,16 @@ impl Client {
             + Sync
             + 'static,
     {
-        let attempt: Attempt<Req, Resp> = match options.content_type {
-            ContentType::Proto => attempt::<ProtoCodec, Req, Resp>,
-            ContentType::Json => attempt::<JsonCodec, Req, Resp>,
-        };
-        self.run(service, path, request, options, attempt).await
+        match options.content_type {
+            ContentType::Proto => {
+                self.run::<ProtoCodec, _, _>(service, path, request, options)
+                    .await
+            }
+            ContentType::Json => {
+                self.run::<JsonCodec, _, _>(service, path, request, options)
+                    .await
+            }
+        }
     }
 
     /// Like [`Client::call`], for messages without serde: protobuf only.
@@ -337,14 +330,8 @@ impl Client {
                 "JSON needs messages with serde derives (micro_codegen::Builder::serde(true))",
             ));
         }
-        self.run(
-            service,
-            path,
-            request,
-            options,
-            attempt::<ProtoCodec, Req, Resp>,
-        )
-        .await
+        self.run::<ProtoCodec, _, _>(service, path, request, options)
+            .await
     }
 
     /// Calls a server-streaming method: one request, a stream of responses.
@@ -604,18 +591,23 @@ impl Client {
         ))
     }
 
-    async fn run<Req, Resp>(
+    async fn run<C, Req, Resp>(
         &self,
         service: &str,
         path: &'static str,
         request: Req,
         options: CallOptions,
-        attempt: Attempt<Req, Resp>,
-    ) -> Result<Resp, Error> {
+    ) -> Result<Resp, Error>
+    where
+        C: Codec<Req> + Codec<Resp> + Default,
+        Req: Send + Sync + 'static,
+        Resp: Send + Sync + 'static,
+    {
         // Shared by every attempt: a retry re-encodes it, never copies it.
         let request = Arc::new(request);
         let timeout = options.timeout.unwrap_or(self.inner.request_timeout);
-        let mut deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let mut deadline = started + timeout;
         if let Some(caller) = options.deadline {
             deadline = deadline.min(caller);
         }
@@ -637,28 +629,34 @@ impl Client {
                 }
                 tokio::time::sleep(delay).await;
             }
+            // The time left as the request leaves: the first attempt leaves at once
+            // (grpc-timeout counts whole milliseconds), a retry after its backoff.
+            let now = if n == 0 { started } else { Instant::now() };
             // From memory when cached (no timer, no await); else ask the registry.
-            let cached = self.inner.cache.cached(service).filter(|s| !s.is_empty());
-            let picked = match cached {
-                Some(services) => Ok(self.choose(service, &services, &tried, &options)),
+            let services = match self.inner.cache.cached(service).filter(|s| !s.is_empty()) {
+                Some(services) => services,
                 None => {
-                    tokio::time::timeout_at(deadline, self.pick(service, &tried, &options)).await
+                    match tokio::time::timeout_at(deadline, self.inner.cache.lookup(service)).await
+                    {
+                        Ok(Ok(services)) => services,
+                        Ok(Err(e)) => return Err(last_error.unwrap_or_else(|| Error::from(e))),
+                        Err(_) => return Err(timed_out()),
+                    }
                 }
             };
-            let node = match picked {
-                Ok(Ok(node)) => node,
-                Ok(Err(e)) => return Err(last_error.unwrap_or(e)),
-                Err(_) => return Err(timed_out()),
+            // The node is borrowed from the cached list: nothing is copied per call.
+            let node = match self.choose(service, &services, &tried, &options) {
+                Ok(node) => node,
+                Err(e) => return Err(last_error.unwrap_or(e)),
             };
             let outcome = tokio::time::timeout_at(
                 deadline,
-                attempt(
-                    self,
+                self.attempt::<C, Req, Resp>(
                     &node.address,
                     path,
                     Arc::clone(&request),
                     &options,
-                    deadline,
+                    deadline.saturating_duration_since(now),
                 ),
             )
             .await;
@@ -673,7 +671,7 @@ impl Client {
             let refused = is_connection_failure(&status);
             // A node that answered UNAVAILABLE is worth retrying elsewhere, not again.
             let elsewhere = status.code() == tonic::Code::Unavailable
-                && self.has_untried(service, &tried, &node).await;
+                && self.has_untried(service, &tried, node).await;
             if !refused && !elsewhere {
                 return Err(client_error(status));
             }
@@ -691,9 +689,60 @@ impl Client {
                     status.message()
                 ),
             ));
-            tried.push(node.address);
+            tried.push(node.address.clone());
         }
         Err(last_error.unwrap_or_else(timed_out))
+    }
+
+    /// One attempt on one node with codec `C`.
+    async fn attempt<C, Req, Resp>(
+        &self,
+        address: &str,
+        path: &'static str,
+        request: Arc<Req>,
+        options: &CallOptions,
+        time_left: Duration,
+    ) -> Result<Resp, tonic::Status>
+    where
+        C: Codec<Req> + Codec<Resp> + Default,
+        Req: Send + Sync + 'static,
+        Resp: Send + Sync + 'static,
+    {
+        let connection = self.connection(address)?;
+        let mut request = tonic::Request::new(request);
+        for (key, value) in options.metadata.iter() {
+            match (
+                tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+                tonic::metadata::MetadataValue::try_from(value),
+            ) {
+                (Ok(k), Ok(v)) => {
+                    request.metadata_mut().insert(k, v);
+                }
+                _ => tracing::debug!(key, "skipping metadata that is not a valid header"),
+            }
+        }
+        let codec = C::default();
+        let subtype = Codec::<Req>::name(&codec);
+        // Protobuf is tonic's own content-type; only other codecs need naming (and the
+        // extension map is not allocated for the common case).
+        if subtype != "proto" {
+            request.extensions_mut().insert(ContentSubtype(subtype));
+        }
+        let codec: SharedRequestCodec<C, Req, Resp> =
+            SharedRequestCodec(codec, std::marker::PhantomData);
+        let mut grpc = tonic::client::Grpc::new(connection)
+            .max_decoding_message_size(self.inner.max_message_size)
+            .max_encoding_message_size(self.inner.max_message_size);
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", grpc_timeout(time_left));
+        let path = http::uri::PathAndQuery::from_static(path);
+        grpc.unary(request, path, codec)
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     /// Whether a node other than `node` and those in `tried` is known for `service`.
@@ -719,17 +768,17 @@ impl Client {
         options: &CallOptions,
     ) -> Result<Node, Error> {
         let services = self.inner.cache.lookup(service).await?;
-        self.choose(service, &services, tried, options)
+        self.choose(service, &services, tried, options).cloned()
     }
 
-    /// [`Client::pick`] among `services`, with no I/O.
-    fn choose(
+    /// [`Client::pick`] among `services`, with no I/O and no copy.
+    fn choose<'a>(
         &self,
         service: &str,
-        services: &[micro_registry::Service],
+        services: &'a [micro_registry::Service],
         tried: &[String],
         options: &CallOptions,
-    ) -> Result<Node, Error> {
+    ) -> Result<&'a Node, Error> {
         let all: Vec<&Node> = services.iter().flat_map(|s| s.nodes.iter()).collect();
         if all.is_empty() {
             return Err(Error::internal_server_error(
@@ -777,11 +826,16 @@ impl Client {
         } else {
             selector.select(service, &candidates)
         };
-        Ok(candidates
+        candidates
             .get(index)
             .or_else(|| candidates.first())
-            .map(|n| (*n).clone())
-            .unwrap_or_default())
+            .copied()
+            .ok_or_else(|| {
+                Error::internal_server_error(
+                    "go.micro.client",
+                    format!("service {service}: no nodes"),
+                )
+            })
     }
 
     /// The pooled connection to `address` (layered, when the client has layers),
@@ -893,59 +947,44 @@ fn proto_only(options: &CallOptions) -> Result<(), Error> {
     Ok(())
 }
 
-/// One attempt on one node with codec `C`. Everything the future needs is taken
-/// before it starts, so it owns its data (`'static`).
-fn attempt<C, Req, Resp>(
-    client: &Client,
-    address: &str,
-    path: &'static str,
-    request: Arc<Req>,
-    options: &CallOptions,
-    deadline: Instant,
-) -> BoxFuture<'static, Result<Resp, tonic::Status>>
-where
-    C: Codec<Req> + Codec<Resp> + Default,
-    Req: Send + Sync + 'static,
-    Resp: Send + Sync + 'static,
-{
-    let connection = client.connection(address);
-    let max_message_size = client.inner.max_message_size;
-    let mut request = tonic::Request::new(request);
-    for (key, value) in options.metadata.iter() {
-        match (
-            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
-            tonic::metadata::MetadataValue::try_from(value),
-        ) {
-            (Ok(k), Ok(v)) => {
-                request.metadata_mut().insert(k, v);
+/// `grpc-timeout` for the time left, in whole milliseconds (rounded down, so the
+/// server never outlives the caller). Within one millisecond calls carry the same
+/// value: HPACK sends it as one indexed byte, and each thread formats it once.
+fn grpc_timeout(left: Duration) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+    use std::cell::RefCell;
+    type Value = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+    thread_local! {
+        static LAST: RefCell<Option<(u128, Value)>> = const { RefCell::new(None) };
+    }
+    let millis = left.as_millis();
+    if millis == 0 {
+        return format_timeout(left);
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((cached, value)) if *cached == millis => value.clone(),
+            _ => {
+                let value = format_timeout(left);
+                *last = Some((millis, value.clone()));
+                value
             }
-            _ => tracing::debug!(key, "skipping metadata that is not a valid header"),
         }
-    }
-    let codec = C::default();
-    let subtype = Codec::<Req>::name(&codec);
-    // Protobuf is tonic's own content-type; only other codecs need naming (and the
-    // extension map is not allocated for the common case).
-    if subtype != "proto" {
-        request.extensions_mut().insert(ContentSubtype(subtype));
-    }
-    let codec: SharedRequestCodec<C, Req, Resp> =
-        SharedRequestCodec(codec, std::marker::PhantomData);
-    async move {
-        let mut grpc = tonic::client::Grpc::new(connection?)
-            .max_decoding_message_size(max_message_size)
-            .max_encoding_message_size(max_message_size);
-        grpc.ready()
-            .await
-            .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
-        // The time left when the request leaves, not when the call began.
-        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        let path = http::uri::PathAndQuery::from_static(path);
-        grpc.unary(request, path, codec)
-            .await
-            .map(tonic::Response::into_inner)
-    }
-    .boxed()
+    })
+}
+
+fn format_timeout(left: Duration) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+    let millis = left.as_millis();
+    let text = if millis == 0 {
+        format!("{}u", left.as_micros())
+    } else if millis < 100_000_000 {
+        format!("{millis}m")
+    } else {
+        // Eight digits at most: past about 27 hours, hours.
+        format!("{}H", (left.as_secs() / 3600).min(99_999_999))
+    };
+    tonic::metadata::MetadataValue::try_from(text.as_str())
+        .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static("1u"))
 }
 
 /// An error from a client layer or the connection. A concrete type rather than a
@@ -1123,6 +1162,17 @@ fn is_connection_failure(status: &tonic::Status) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeout_counts_whole_milliseconds() {
+        let text = |d: Duration| grpc_timeout(d).to_str().unwrap_or_default().to_string();
+        assert_eq!(text(Duration::from_micros(29_999_871)), "29999m");
+        assert_eq!(text(Duration::from_micros(29_999_001)), "29999m");
+        assert_eq!(text(Duration::from_micros(250)), "250u");
+        assert_eq!(text(Duration::ZERO), "0u");
+        assert_eq!(text(Duration::from_secs(200_000)), "55H");
+        assert_eq!(text(Duration::from_millis(99_999_999)), "99999999m");
+    }
 
     #[test]
     fn backoff_is_go_micros() {

@@ -274,6 +274,40 @@ async fn retries_never_outlive_the_deadline() {
 }
 
 #[tokio::test]
+async fn a_handler_sees_the_callers_address_with_and_without_layers() {
+    let registry = registry();
+    let echo_remote = || {
+        handler("Where", |ctx: Context, _| async move {
+            Ok(msg(ctx.remote().unwrap_or("unknown")))
+        })
+    };
+    let plain = start("plain", &registry, |s| {
+        s.handle(echo_remote()).unwrap();
+    })
+    .await;
+    let layered = start("layered", &registry, |s| {
+        s.layer(LogLayer).handle(echo_remote()).unwrap();
+    })
+    .await;
+    let client = client(&registry);
+    for name in ["plain", "layered"] {
+        let reply: Msg = client
+            .call(name, "/test.Where/Call", msg(""), CallOptions::new())
+            .await
+            .unwrap();
+        // The client's end of the connection: loopback, an ephemeral port.
+        let address: std::net::SocketAddr = reply
+            .text
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}: remote {:?} is not an address: {e}", reply.text));
+        assert!(address.ip().is_loopback(), "{name}: {address}");
+        assert_ne!(address.port(), 0, "{name}");
+    }
+    plain.stop().await.unwrap();
+    layered.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn deadline_and_metadata_travel_with_nested_calls() {
     let registry = registry();
     // What the inner handler saw: time remaining, and the x-user metadata.

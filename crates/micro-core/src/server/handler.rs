@@ -19,8 +19,12 @@ pub(crate) type ResponseFuture = Pin<Box<dyn Future<Output = http::Response<Body
 
 /// Serves one RPC method; object-safe so a router can hold any of them.
 pub(crate) trait Method: Send + Sync + 'static {
-    fn call(&self, request: http::Request<Body>, limits: Limits) -> ResponseFuture;
+    fn call(&self, request: http::Request<Body>, limits: Limits, remote: Remote) -> ResponseFuture;
 }
+
+/// The caller's address, handed down with each request (not in its extensions: that
+/// would allocate an extension map per request).
+pub(crate) type Remote = Option<Arc<str>>;
 
 /// Per-server limits applied to every call.
 #[derive(Clone, Copy, Debug)]
@@ -69,7 +73,7 @@ impl std::fmt::Debug for Handler {
 }
 
 /// Serves one request with one codec, for handler `F`.
-type ServeFn<F> = fn(F, http::Request<Body>, Limits) -> ResponseFuture;
+type ServeFn<F> = fn(F, http::Request<Body>, Limits, Remote) -> ResponseFuture;
 
 /// What the codegen-facing methods below have in common: a handler, and how to serve
 /// it with protobuf and (for serde messages) JSON.
@@ -361,11 +365,11 @@ impl<F> Method for Served<F>
 where
     F: Clone + Send + Sync + 'static,
 {
-    fn call(&self, request: http::Request<Body>, limits: Limits) -> ResponseFuture {
+    fn call(&self, request: http::Request<Body>, limits: Limits, remote: Remote) -> ResponseFuture {
         match subtype(request.headers()) {
-            Subtype::Proto => (self.proto)(self.handler.clone(), request, limits),
+            Subtype::Proto => (self.proto)(self.handler.clone(), request, limits, remote),
             Subtype::Json => match self.json {
-                Some(serve_json) => serve_json(self.handler.clone(), request, limits),
+                Some(serve_json) => serve_json(self.handler.clone(), request, limits, remote),
                 None => unsupported(
                     "application/grpc+json (this endpoint's messages have no serde derives)",
                 ),
@@ -411,6 +415,7 @@ fn serve_unary<C, Req, Resp, F, Fut>(
     handler: F,
     request: http::Request<Body>,
     limits: Limits,
+    remote: Remote,
 ) -> ResponseFuture
 where
     C: Codec<Req> + Codec<Resp> + Default,
@@ -422,13 +427,10 @@ where
     Box::pin(async move {
         let call = UnaryCall::<Req, F> {
             handler,
+            remote,
             _types: PhantomData,
         };
-        finish::<C, Req>(
-            grpc::<C, Req, Resp>(limits)
-                .unary(call, with_call_info(request))
-                .await,
-        )
+        finish::<C, Req>(grpc::<C, Req, Resp>(limits).unary(call, request).await)
     })
 }
 
@@ -436,6 +438,7 @@ fn serve_server_streaming<C, Req, Resp, F, Fut>(
     handler: F,
     request: http::Request<Body>,
     limits: Limits,
+    remote: Remote,
 ) -> ResponseFuture
 where
     C: Codec<Req> + Codec<Resp> + Default,
@@ -447,11 +450,12 @@ where
     Box::pin(async move {
         let call = ServerStreamingCall::<Req, Resp, F> {
             handler,
+            remote,
             _types: PhantomData,
         };
         finish::<C, Req>(
             grpc::<C, Req, Resp>(limits)
-                .server_streaming(call, with_call_info(request))
+                .server_streaming(call, request)
                 .await,
         )
     })
@@ -461,6 +465,7 @@ fn serve_client_streaming<C, Req, Resp, F, Fut>(
     handler: F,
     request: http::Request<Body>,
     limits: Limits,
+    remote: Remote,
 ) -> ResponseFuture
 where
     C: Codec<Req> + Codec<Resp> + Default,
@@ -472,11 +477,12 @@ where
     Box::pin(async move {
         let call = ClientStreamingCall::<Req, F> {
             handler,
+            remote,
             _types: PhantomData,
         };
         finish::<C, Req>(
             grpc::<C, Req, Resp>(limits)
-                .client_streaming(call, with_call_info(request))
+                .client_streaming(call, request)
                 .await,
         )
     })
@@ -486,6 +492,7 @@ fn serve_streaming<C, Req, Resp, F, Fut>(
     handler: F,
     request: http::Request<Body>,
     limits: Limits,
+    remote: Remote,
 ) -> ResponseFuture
 where
     C: Codec<Req> + Codec<Resp> + Default,
@@ -497,13 +504,10 @@ where
     Box::pin(async move {
         let call = StreamingCall::<Req, Resp, F> {
             handler,
+            remote,
             _types: PhantomData,
         };
-        finish::<C, Req>(
-            grpc::<C, Req, Resp>(limits)
-                .streaming(call, with_call_info(request))
-                .await,
-        )
+        finish::<C, Req>(grpc::<C, Req, Resp>(limits).streaming(call, request).await)
     })
 }
 
@@ -548,6 +552,7 @@ async fn within_deadline<T>(
 
 struct UnaryCall<Req, F> {
     handler: F,
+    remote: Remote,
     _types: PhantomData<fn(Req)>,
 }
 
@@ -564,7 +569,7 @@ where
 
     fn call(&mut self, mut request: tonic::Request<Req>) -> Self::Future {
         let cancelled = CancellationToken::new();
-        let ctx = context_of(&mut request, cancelled.clone());
+        let ctx = context_of(&mut request, cancelled.clone(), self.remote.clone());
         let handler = self.handler.clone();
         Box::pin(async move {
             // Dropped unfinished (the caller went away): the context reports it.
@@ -580,6 +585,7 @@ where
 
 struct ClientStreamingCall<Req, F> {
     handler: F,
+    remote: Remote,
     _types: PhantomData<fn(Req)>,
 }
 
@@ -602,7 +608,7 @@ where
 
     fn call(&mut self, mut request: tonic::Request<tonic::Streaming<Req>>) -> Self::Future {
         let cancelled = CancellationToken::new();
-        let ctx = context_of(&mut request, cancelled.clone());
+        let ctx = context_of(&mut request, cancelled.clone(), self.remote.clone());
         let handler = self.handler.clone();
         Box::pin(async move {
             let guard = cancelled.drop_guard();
@@ -672,6 +678,7 @@ where
 
 struct ServerStreamingCall<Req, Resp, F> {
     handler: F,
+    remote: Remote,
     _types: PhantomData<fn(Req) -> Resp>,
 }
 
@@ -689,7 +696,7 @@ where
 
     fn call(&mut self, mut request: tonic::Request<Req>) -> Self::Future {
         let cancelled = CancellationToken::new();
-        let ctx = context_of(&mut request, cancelled.clone());
+        let ctx = context_of(&mut request, cancelled.clone(), self.remote.clone());
         let handler = self.handler.clone();
         let stream = spawn_streaming(&ctx.clone(), cancelled, move |sender| {
             handler(ctx, request.into_inner(), sender)
@@ -700,6 +707,7 @@ where
 
 struct StreamingCall<Req, Resp, F> {
     handler: F,
+    remote: Remote,
     _types: PhantomData<fn(Req) -> Resp>,
 }
 
@@ -716,7 +724,7 @@ where
 
     fn call(&mut self, mut request: tonic::Request<tonic::Streaming<Req>>) -> Self::Future {
         let cancelled = CancellationToken::new();
-        let ctx = context_of(&mut request, cancelled.clone());
+        let ctx = context_of(&mut request, cancelled.clone(), self.remote.clone());
         let handler = self.handler.clone();
         let stream = spawn_streaming(&ctx.clone(), cancelled, move |sender| {
             handler(ctx, requests(request.into_inner()), sender)
@@ -725,43 +733,28 @@ where
     }
 }
 
-/// What a request says about its call: read from the HTTP headers before tonic takes
-/// the request apart (no copy of the header map), carried in its extensions.
-#[derive(Clone)]
-struct CallInfo {
-    metadata: Metadata,
-    deadline: Option<Instant>,
-}
-
-fn call_info(headers: &http::HeaderMap) -> CallInfo {
+/// The handler's view of a request: its metadata and deadline, read from the headers
+/// (taken out of the request, not copied), its caller, and its cancellation.
+fn context_of<T>(
+    request: &mut tonic::Request<T>,
+    cancelled: CancellationToken,
+    remote: Remote,
+) -> Context {
+    let headers = std::mem::take(request.metadata_mut()).into_headers();
     let deadline = headers
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(super::timeout::parse)
         .and_then(|d| Instant::now().checked_add(d));
-    CallInfo {
-        metadata: Metadata::from_headers(headers),
+    Context::from_parts(
+        Metadata::from_headers(&headers),
         deadline,
-    }
+        remote,
+        cancelled,
+    )
 }
 
-/// Adds [`CallInfo`] to a request on its way into tonic.
-fn with_call_info(mut request: http::Request<Body>) -> http::Request<Body> {
-    let info = call_info(request.headers());
-    request.extensions_mut().insert(info);
-    request
-}
-
-fn context_of<T>(request: &mut tonic::Request<T>, cancelled: CancellationToken) -> Context {
-    let info = request.extensions_mut().remove::<CallInfo>();
-    let remote = request
-        .extensions()
-        .get::<RemoteAddr>()
-        .map(|r| Arc::clone(&r.0));
-    let (metadata, deadline) = info.map(|i| (i.metadata, i.deadline)).unwrap_or_default();
-    Context::from_parts(metadata, deadline, remote, cancelled)
-}
-
-/// The peer address of a connection, put in each request's extensions.
+/// The peer address of a connection, in a request's extensions while it passes
+/// through server layers.
 #[derive(Clone, Debug)]
 pub(crate) struct RemoteAddr(pub(crate) Arc<str>);

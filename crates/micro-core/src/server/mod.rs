@@ -289,10 +289,14 @@ impl Router {
 
 impl Router {
     /// Serves one request: a route, a built-in service, or UNIMPLEMENTED.
-    fn dispatch(&self, request: http::Request<Body>) -> handler::ResponseFuture {
+    fn dispatch(
+        &self,
+        request: http::Request<Body>,
+        remote: handler::Remote,
+    ) -> handler::ResponseFuture {
         let path = request.uri().path();
         if let Some(Route(method)) = self.route(path) {
-            return method.call(request, self.limits);
+            return method.call(request, self.limits, remote);
         }
         if let Some((_, builtin)) = self
             .builtins
@@ -332,8 +336,10 @@ impl Service<http::Request<Body>> for Router {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        self.dispatch(request).map(Ok as fn(_) -> _)
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // Behind layers the caller's address travels in the extensions.
+        let remote = request.extensions_mut().remove::<RemoteAddr>().map(|r| r.0);
+        self.dispatch(request, remote).map(Ok as fn(_) -> _)
     }
 }
 
@@ -364,14 +370,16 @@ impl Service<http::Request<hyper::body::Incoming>> for Connection {
 
     fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let mut request = request.map(Body::new);
-        request
-            .extensions_mut()
-            .insert(RemoteAddr(Arc::clone(&self.remote)));
         match &self.inner {
-            Stack::Plain(router) => {
-                futures::future::Either::Left(router.dispatch(request).map(Ok as fn(_) -> _))
-            }
+            Stack::Plain(router) => futures::future::Either::Left(
+                router
+                    .dispatch(request, Some(Arc::clone(&self.remote)))
+                    .map(Ok as fn(_) -> _),
+            ),
             Stack::Layered(stack) => {
+                request
+                    .extensions_mut()
+                    .insert(RemoteAddr(Arc::clone(&self.remote)));
                 let stack = stack.clone();
                 futures::future::Either::Right(
                     async move {
