@@ -30,7 +30,7 @@ use micro_core::registry::{MemoryRegistry, Registry};
 use micro_core::transport::TcpTransport;
 use micro_core::{Client, Context, Error, Service};
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const RUN: Duration = Duration::from_secs(2);
 const WARMUP: Duration = Duration::from_millis(500);
 
@@ -116,15 +116,26 @@ struct Summary {
     p99: Duration,
 }
 
+/// The median round's rate and the median of the rounds' percentiles: one round
+/// disturbed by something else on the machine moves neither.
 fn summarize(samples: Vec<Sample>) -> Summary {
-    let mut rates: Vec<f64> = samples.iter().map(|s| s.rps).collect();
-    rates.sort_by(|a, b| a.total_cmp(b));
-    let mut all: Vec<Duration> = samples.into_iter().flat_map(|s| s.latencies).collect();
-    all.sort();
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(|a, b| a.total_cmp(b));
+        values[values.len() / 2]
+    };
+    let mut p50s = Vec::new();
+    let mut p99s = Vec::new();
+    let mut rates = Vec::new();
+    for mut sample in samples {
+        sample.latencies.sort();
+        p50s.push(percentile(&sample.latencies, 0.50).as_secs_f64());
+        p99s.push(percentile(&sample.latencies, 0.99).as_secs_f64());
+        rates.push(sample.rps);
+    }
     Summary {
-        rps: rates[rates.len() / 2],
-        p50: percentile(&all, 0.50),
-        p99: percentile(&all, 0.99),
+        rps: median(rates),
+        p50: Duration::from_secs_f64(median(p50s)),
+        p99: Duration::from_secs_f64(median(p99s)),
     }
 }
 
@@ -225,6 +236,14 @@ async fn rpc() {
     let _ = micro_task.await;
 }
 
+/// How many calls the profile modes keep in flight: `PROFILE_CONCURRENCY`, default 16.
+fn profile_concurrency() -> usize {
+    std::env::var("PROFILE_CONCURRENCY")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(16)
+}
+
 /// Only micro, 16 concurrent 64-byte calls for 8 s: for `perf record`.
 async fn profile_micro() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
@@ -240,11 +259,46 @@ async fn profile_micro() {
         "micro.bench",
         Client::new(registry, Arc::new(TcpTransport::default())),
     );
-    let sample = drive(16, Duration::from_secs(8), move || {
+    let sample = drive(profile_concurrency(), Duration::from_secs(8), move || {
         let client = micro.clone();
         async move {
             client
                 .say(micro_echo::Payload { data: vec![7; 64] })
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    println!("{:.0} req/s", sample.rps);
+}
+
+/// Only raw tonic, as [`profile_micro`] runs micro: the baseline for a profile.
+async fn profile_tonic() {
+    let port = free_port();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(tonic_echo::echo_server::EchoServer::new(TonicEcho))
+            .serve(address),
+    );
+    let channel = loop {
+        match tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .tcp_nodelay(true)
+            .connect()
+            .await
+        {
+            Ok(channel) => break channel,
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    };
+    let tonic = tonic_echo::echo_client::EchoClient::new(channel);
+    let sample = drive(profile_concurrency(), Duration::from_secs(8), move || {
+        let mut client = tonic.clone();
+        async move {
+            client
+                .say(tonic_echo::Payload { data: vec![7; 64] })
                 .await
                 .unwrap();
         }
@@ -382,6 +436,12 @@ async fn main() {
     if std::env::args().any(|a| a == "--profile-micro") {
         return profile_micro().await;
     }
+    if std::env::args().any(|a| a == "--profile-tonic") {
+        return profile_tonic().await;
+    }
     rpc().await;
+    if std::env::args().any(|a| a == "--rpc-only") {
+        return;
+    }
     footprint().await;
 }
