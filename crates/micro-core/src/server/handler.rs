@@ -536,6 +536,12 @@ async fn within_deadline<T>(
     guard: tokio_util::sync::DropGuard,
     work: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
+    let mut work = std::pin::pin!(work);
+    // Most handlers answer without waiting on anything: those need no timer.
+    if let std::task::Poll::Ready(result) = futures::poll!(work.as_mut()) {
+        guard.disarm();
+        return result;
+    }
     let result = match deadline {
         Some(at) => match tokio::time::timeout_at(at, work).await {
             Ok(result) => result,
