@@ -30,8 +30,8 @@ use micro_core::registry::{MemoryRegistry, Registry};
 use micro_core::transport::TcpTransport;
 use micro_core::{Client, Context, Error, Service};
 
-const ROUNDS: usize = 5;
-const RUN: Duration = Duration::from_secs(2);
+const ROUNDS: usize = 7;
+const RUN: Duration = Duration::from_secs(1);
 const WARMUP: Duration = Duration::from_millis(500);
 
 struct MicroEcho;
@@ -110,37 +110,60 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-struct Summary {
+/// One round's rate and latency percentiles.
+struct Round {
     rps: f64,
-    p50: Duration,
-    p99: Duration,
+    p50: f64,
+    p99: f64,
 }
 
-/// The median round's rate and the median of the rounds' percentiles: one round
-/// disturbed by something else on the machine moves neither.
-fn summarize(samples: Vec<Sample>) -> Summary {
-    let median = |mut values: Vec<f64>| {
-        values.sort_by(|a, b| a.total_cmp(b));
-        values[values.len() / 2]
+fn round(mut sample: Sample) -> Round {
+    sample.latencies.sort();
+    Round {
+        rps: sample.rps,
+        p50: percentile(&sample.latencies, 0.50).as_secs_f64(),
+        p99: percentile(&sample.latencies, 0.99).as_secs_f64(),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+/// Medians over rounds. The ratios are the medians of each tonic round and the
+/// micro round right after it: whatever else the machine is doing at a moment
+/// weighs on both of a pair, and a disturbed pair moves the median little.
+struct Comparison {
+    tonic_rps: f64,
+    micro_rps: f64,
+    rps_ratio: f64,
+    tonic_p50: f64,
+    micro_p50: f64,
+    tonic_p99: f64,
+    micro_p99: f64,
+    p99_ratio: f64,
+}
+
+fn compare(tonic: &[Round], micro: &[Round]) -> Comparison {
+    let each = |f: fn(&Round) -> f64, rounds: &[Round]| median(rounds.iter().map(f).collect());
+    let pairs = |f: fn(&Round) -> f64| {
+        median(tonic.iter().zip(micro).map(|(t, m)| f(m) / f(t)).collect())
     };
-    let mut p50s = Vec::new();
-    let mut p99s = Vec::new();
-    let mut rates = Vec::new();
-    for mut sample in samples {
-        sample.latencies.sort();
-        p50s.push(percentile(&sample.latencies, 0.50).as_secs_f64());
-        p99s.push(percentile(&sample.latencies, 0.99).as_secs_f64());
-        rates.push(sample.rps);
-    }
-    Summary {
-        rps: median(rates),
-        p50: Duration::from_secs_f64(median(p50s)),
-        p99: Duration::from_secs_f64(median(p99s)),
+    Comparison {
+        tonic_rps: each(|r| r.rps, tonic),
+        micro_rps: each(|r| r.rps, micro),
+        rps_ratio: pairs(|r| r.rps),
+        tonic_p50: each(|r| r.p50, tonic),
+        micro_p50: each(|r| r.p50, micro),
+        tonic_p99: each(|r| r.p99, tonic),
+        micro_p99: each(|r| r.p99, micro),
+        p99_ratio: pairs(|r| r.p99),
     }
 }
 
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
+fn us(seconds: f64) -> f64 {
+    seconds * 1e6
 }
 
 async fn rpc() {
@@ -215,20 +238,20 @@ async fn rpc() {
             drive(concurrency, WARMUP, call_micro.clone()).await;
             let (mut t, mut m) = (Vec::new(), Vec::new());
             for _ in 0..ROUNDS {
-                t.push(drive(concurrency, RUN, call_tonic.clone()).await);
-                m.push(drive(concurrency, RUN, call_micro.clone()).await);
+                t.push(round(drive(concurrency, RUN, call_tonic.clone()).await));
+                m.push(round(drive(concurrency, RUN, call_micro.clone()).await));
             }
-            let (t, m) = (summarize(t), summarize(m));
+            let c = compare(&t, &m);
             println!(
                 "| {size} B | {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
-                t.rps,
-                m.rps,
-                m.rps / t.rps,
-                us(t.p50),
-                us(m.p50),
-                us(t.p99),
-                us(m.p99),
-                us(m.p99) / us(t.p99),
+                c.tonic_rps,
+                c.micro_rps,
+                c.rps_ratio,
+                us(c.tonic_p50),
+                us(c.micro_p50),
+                us(c.tonic_p99),
+                us(c.micro_p99),
+                c.p99_ratio,
             );
         }
     }
@@ -244,7 +267,16 @@ fn profile_concurrency() -> usize {
         .unwrap_or(16)
 }
 
-/// Only micro, 16 concurrent 64-byte calls for 8 s: for `perf record`.
+/// The payload of the profile modes: `PROFILE_SIZE` bytes, default 64.
+fn profile_size() -> usize {
+    std::env::var("PROFILE_SIZE")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(64)
+}
+
+/// Only micro, `PROFILE_CONCURRENCY` calls of `PROFILE_SIZE` bytes in flight for 8 s:
+/// for `perf record`.
 async fn profile_micro() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let mut service = Service::new("micro.bench")
@@ -263,7 +295,7 @@ async fn profile_micro() {
         let client = micro.clone();
         async move {
             client
-                .say(micro_echo::Payload { data: vec![7; 64] })
+                .say(micro_echo::Payload { data: vec![7; profile_size()] })
                 .await
                 .unwrap();
         }
@@ -298,7 +330,7 @@ async fn profile_tonic() {
         let mut client = tonic.clone();
         async move {
             client
-                .say(tonic_echo::Payload { data: vec![7; 64] })
+                .say(tonic_echo::Payload { data: vec![7; profile_size()] })
                 .await
                 .unwrap();
         }
