@@ -147,9 +147,8 @@ struct Comparison {
 
 fn compare(tonic: &[Round], micro: &[Round]) -> Comparison {
     let each = |f: fn(&Round) -> f64, rounds: &[Round]| median(rounds.iter().map(f).collect());
-    let pairs = |f: fn(&Round) -> f64| {
-        median(tonic.iter().zip(micro).map(|(t, m)| f(m) / f(t)).collect())
-    };
+    let pairs =
+        |f: fn(&Round) -> f64| median(tonic.iter().zip(micro).map(|(t, m)| f(m) / f(t)).collect());
     Comparison {
         tonic_rps: each(|r| r.rps, tonic),
         micro_rps: each(|r| r.rps, micro),
@@ -164,6 +163,31 @@ fn compare(tonic: &[Round], micro: &[Round]) -> Comparison {
 
 fn us(seconds: f64) -> f64 {
     seconds * 1e6
+}
+
+/// Raw tonic: tonic's generated server on a free loopback port, and a client on one
+/// channel to it.
+async fn start_tonic() -> tonic_echo::echo_client::EchoClient<tonic::transport::Channel> {
+    let port = free_port();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(tonic_echo::echo_server::EchoServer::new(TonicEcho))
+            .serve(address),
+    );
+    let channel = loop {
+        match tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .tcp_nodelay(true)
+            .connect()
+            .await
+        {
+            Ok(channel) => break channel,
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    };
+    tonic_echo::echo_client::EchoClient::new(channel)
 }
 
 async fn rpc() {
@@ -186,26 +210,7 @@ async fn rpc() {
     );
 
     // raw tonic: tonic's generated server and client, one channel.
-    let port = free_port();
-    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(tonic_echo::echo_server::EchoServer::new(TonicEcho))
-            .serve(address),
-    );
-    let channel = loop {
-        match tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .unwrap()
-            .tcp_nodelay(true)
-            .connect()
-            .await
-        {
-            Ok(channel) => break channel,
-            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    };
-    let tonic = tonic_echo::echo_client::EchoClient::new(channel);
+    let tonic = start_tonic().await;
 
     println!(
         "| payload | concurrency | tonic req/s | micro req/s | ratio | tonic p50 µs | micro p50 µs | tonic p99 µs | micro p99 µs | p99 ratio |"
@@ -295,7 +300,9 @@ async fn profile_micro() {
         let client = micro.clone();
         async move {
             client
-                .say(micro_echo::Payload { data: vec![7; profile_size()] })
+                .say(micro_echo::Payload {
+                    data: vec![7; profile_size()],
+                })
                 .await
                 .unwrap();
         }
@@ -306,31 +313,14 @@ async fn profile_micro() {
 
 /// Only raw tonic, as [`profile_micro`] runs micro: the baseline for a profile.
 async fn profile_tonic() {
-    let port = free_port();
-    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(tonic_echo::echo_server::EchoServer::new(TonicEcho))
-            .serve(address),
-    );
-    let channel = loop {
-        match tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .unwrap()
-            .tcp_nodelay(true)
-            .connect()
-            .await
-        {
-            Ok(channel) => break channel,
-            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    };
-    let tonic = tonic_echo::echo_client::EchoClient::new(channel);
+    let tonic = start_tonic().await;
     let sample = drive(profile_concurrency(), Duration::from_secs(8), move || {
         let mut client = tonic.clone();
         async move {
             client
-                .say(tonic_echo::Payload { data: vec![7; profile_size()] })
+                .say(tonic_echo::Payload {
+                    data: vec![7; profile_size()],
+                })
                 .await
                 .unwrap();
         }

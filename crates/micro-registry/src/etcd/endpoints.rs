@@ -61,6 +61,20 @@ impl Endpoints {
         Ok((index, self.client(index).await?))
     }
 
+    /// [`Endpoints::current`] for a task that keeps going: a client that cannot be
+    /// built (it never happens with checked addresses) is logged and tried again.
+    pub(crate) async fn current_or_retry(&self, pause: Duration) -> (usize, Client) {
+        loop {
+            match self.current().await {
+                Ok(current) => return current,
+                Err(e) => {
+                    tracing::warn!(error = %e, "etcd client unusable");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
     /// Moves off member `from` if it is still the one in use (another task may
     /// have moved already).
     pub(crate) fn fail_over(&self, from: usize) {

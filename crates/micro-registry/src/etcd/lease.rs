@@ -107,9 +107,11 @@ pub(crate) async fn keep_alive(endpoints: Arc<Endpoints>, held: Arc<Held>) {
     let ttl = Duration::from_secs(held.ttl.max(1) as u64);
     let renew_every = (ttl / 3).max(Duration::from_millis(500));
     let retry_after = (ttl / 6).clamp(Duration::from_millis(100), Duration::from_secs(1));
-    let mut verified = true;
+    // The key was just written when the task starts; after that, every time the
+    // renewal stops, the key is checked (and restored) before renewing again.
+    let mut restore = false;
     loop {
-        if !verified {
+        if restore {
             let mut state = held.lock().await;
             if state.stopped {
                 return;
@@ -123,10 +125,7 @@ pub(crate) async fn keep_alive(endpoints: Arc<Endpoints>, held: Arc<Held>) {
             )
             .await
             {
-                Ok(lease) => {
-                    state.lease = lease;
-                    verified = true;
-                }
+                Ok(lease) => state.lease = lease,
                 Err(e) => {
                     drop(state);
                     tracing::warn!(key = %held.key, error = %e, "etcd registration not restored yet");
@@ -135,14 +134,7 @@ pub(crate) async fn keep_alive(endpoints: Arc<Endpoints>, held: Arc<Held>) {
                 }
             }
         }
-        let (member, mut client) = match endpoints.current().await {
-            Ok(current) => current,
-            Err(e) => {
-                tracing::warn!(error = %e, "etcd client unusable");
-                tokio::time::sleep(retry_after).await;
-                continue;
-            }
-        };
+        let (member, mut client) = endpoints.current_or_retry(retry_after).await;
         let lease = held.lock().await.lease;
         let opened =
             tokio::time::timeout(endpoints.timeout(), client.lease_keep_alive(lease)).await;
@@ -153,13 +145,13 @@ pub(crate) async fn keep_alive(endpoints: Arc<Endpoints>, held: Arc<Held>) {
                 if super::endpoints::is_unreachable(&e) {
                     endpoints.fail_over(member);
                 }
-                verified = false;
+                restore = true;
                 tokio::time::sleep(retry_after).await;
                 continue;
             }
             Err(_) => {
                 endpoints.fail_over(member);
-                verified = false;
+                restore = true;
                 continue;
             }
         };
@@ -185,7 +177,7 @@ pub(crate) async fn keep_alive(endpoints: Arc<Endpoints>, held: Arc<Held>) {
                 Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
             }
         }
-        verified = false;
+        restore = true;
         // A stream that ends as soon as it opens must not make this loop spin.
         tokio::time::sleep(retry_after).await;
     }

@@ -69,14 +69,7 @@ pub(crate) async fn run(
             s.error = None;
         });
 
-        let (member, mut client) = match endpoints.current().await {
-            Ok(current) => current,
-            Err(e) => {
-                tracing::warn!(error = %e, "etcd client unusable");
-                tokio::time::sleep(retry_after).await;
-                continue;
-            }
-        };
+        let (member, mut client) = endpoints.current_or_retry(retry_after).await;
         let options = EtcdWatchOptions::new()
             .with_prefix()
             .with_prev_key()
