@@ -411,105 +411,40 @@ fn finish<C: Codec<Req> + Default, Req>(
     size_limit_is_resource_exhausted(response)
 }
 
-fn serve_unary<C, Req, Resp, F, Fut>(
-    handler: F,
-    request: http::Request<Body>,
-    limits: Limits,
-    remote: Remote,
-) -> ResponseFuture
-where
-    C: Codec<Req> + Codec<Resp> + Default,
-    Req: Send + 'static,
-    Resp: Send + 'static,
-    F: Fn(Context, Req) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
-{
-    Box::pin(async move {
-        let call = UnaryCall::<Req, F> {
-            handler,
-            remote,
-            _types: PhantomData,
-        };
-        finish::<C, Req>(grpc::<C, Req, Resp>(limits).unary(call, request).await)
-    })
+/// Defines `serve_*`: serves one request of an RPC shape with codec `C`, through
+/// tonic's server for that shape. The shapes differ only in the handler's arguments
+/// and result.
+macro_rules! serve_fn {
+    ($name:ident, $shape:ident, ($($arg:ty),*) -> $output:ty) => {
+        fn $name<C, Req, Resp, F, Fut>(
+            handler: F,
+            request: http::Request<Body>,
+            limits: Limits,
+            remote: Remote,
+        ) -> ResponseFuture
+        where
+            C: Codec<Req> + Codec<Resp> + Default,
+            Req: Send + 'static,
+            Resp: Send + 'static,
+            F: Fn(Context, $($arg),*) -> Fut + Clone + Send + Sync + 'static,
+            Fut: Future<Output = Result<$output, Error>> + Send + 'static,
+        {
+            Box::pin(async move {
+                let call = Call::<Req, Resp, F> {
+                    handler,
+                    remote,
+                    _types: PhantomData,
+                };
+                finish::<C, Req>(grpc::<C, Req, Resp>(limits).$shape(call, request).await)
+            })
+        }
+    };
 }
 
-fn serve_server_streaming<C, Req, Resp, F, Fut>(
-    handler: F,
-    request: http::Request<Body>,
-    limits: Limits,
-    remote: Remote,
-) -> ResponseFuture
-where
-    C: Codec<Req> + Codec<Resp> + Default,
-    Req: Send + 'static,
-    Resp: Send + 'static,
-    F: Fn(Context, Req, Sender<Resp>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), Error>> + Send + 'static,
-{
-    Box::pin(async move {
-        let call = ServerStreamingCall::<Req, Resp, F> {
-            handler,
-            remote,
-            _types: PhantomData,
-        };
-        finish::<C, Req>(
-            grpc::<C, Req, Resp>(limits)
-                .server_streaming(call, request)
-                .await,
-        )
-    })
-}
-
-fn serve_client_streaming<C, Req, Resp, F, Fut>(
-    handler: F,
-    request: http::Request<Body>,
-    limits: Limits,
-    remote: Remote,
-) -> ResponseFuture
-where
-    C: Codec<Req> + Codec<Resp> + Default,
-    Req: Send + 'static,
-    Resp: Send + 'static,
-    F: Fn(Context, Receiver<Req>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
-{
-    Box::pin(async move {
-        let call = ClientStreamingCall::<Req, F> {
-            handler,
-            remote,
-            _types: PhantomData,
-        };
-        finish::<C, Req>(
-            grpc::<C, Req, Resp>(limits)
-                .client_streaming(call, request)
-                .await,
-        )
-    })
-}
-
-fn serve_streaming<C, Req, Resp, F, Fut>(
-    handler: F,
-    request: http::Request<Body>,
-    limits: Limits,
-    remote: Remote,
-) -> ResponseFuture
-where
-    C: Codec<Req> + Codec<Resp> + Default,
-    Req: Send + 'static,
-    Resp: Send + 'static,
-    F: Fn(Context, Receiver<Req>, Sender<Resp>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), Error>> + Send + 'static,
-{
-    Box::pin(async move {
-        let call = StreamingCall::<Req, Resp, F> {
-            handler,
-            remote,
-            _types: PhantomData,
-        };
-        finish::<C, Req>(grpc::<C, Req, Resp>(limits).streaming(call, request).await)
-    })
-}
+serve_fn!(serve_unary, unary, (Req) -> Resp);
+serve_fn!(serve_server_streaming, server_streaming, (Req, Sender<Resp>) -> ());
+serve_fn!(serve_client_streaming, client_streaming, (Receiver<Req>) -> Resp);
+serve_fn!(serve_streaming, streaming, (Receiver<Req>, Sender<Resp>) -> ());
 
 /// tonic reports a message over the size limit as OUT_OF_RANGE; gRPC's rule (and
 /// go-micro's clients) say RESOURCE_EXHAUSTED. The limit is checked on the length
@@ -556,13 +491,43 @@ async fn within_deadline<T>(
     result
 }
 
-struct UnaryCall<Req, F> {
+/// One request for `handler`: tonic's service for each RPC shape.
+struct Call<Req, Resp, F> {
     handler: F,
     remote: Remote,
-    _types: PhantomData<fn(Req)>,
+    _types: PhantomData<fn(Req) -> Resp>,
 }
 
-impl<Req, Resp, F, Fut> tonic::server::UnaryService<Req> for UnaryCall<Req, F>
+impl<Req, Resp, F> Call<Req, Resp, F> {
+    /// The handler's context for `request`, and the token that cancels it.
+    fn context<T>(&self, request: &mut tonic::Request<T>) -> (Context, CancellationToken) {
+        let cancelled = CancellationToken::new();
+        let ctx = context_of(request, cancelled.clone(), self.remote.clone());
+        (ctx, cancelled)
+    }
+}
+
+type UnaryFuture<Resp> =
+    Pin<Box<dyn Future<Output = Result<tonic::Response<Resp>, tonic::Status>> + Send>>;
+
+/// One response from `work`, within the context's deadline. Dropped unfinished (the
+/// caller went away), the context reports it.
+fn respond<Resp>(
+    ctx: &Context,
+    cancelled: CancellationToken,
+    work: impl Future<Output = Result<Resp, Error>> + Send + 'static,
+) -> UnaryFuture<Resp> {
+    let deadline = ctx.deadline();
+    Box::pin(async move {
+        let guard = cancelled.drop_guard();
+        within_deadline(deadline, guard, work)
+            .await
+            .map(tonic::Response::new)
+            .map_err(tonic::Status::from)
+    })
+}
+
+impl<Req, Resp, F, Fut> tonic::server::UnaryService<Req> for Call<Req, Resp, F>
 where
     Req: Send + 'static,
     Resp: Send + 'static,
@@ -570,29 +535,16 @@ where
     Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
 {
     type Response = Resp;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<tonic::Response<Resp>, tonic::Status>> + Send>>;
+    type Future = UnaryFuture<Resp>;
 
     fn call(&mut self, mut request: tonic::Request<Req>) -> Self::Future {
-        let cancelled = CancellationToken::new();
-        let ctx = context_of(&mut request, cancelled.clone(), self.remote.clone());
-        let handler = self.handler.clone();
-        Box::pin(async move {
-            // Dropped unfinished (the caller went away): the context reports it.
-            let guard = cancelled.drop_guard();
-            let deadline = ctx.deadline();
-            let result = within_deadline(deadline, guard, handler(ctx, request.into_inner())).await;
-            result
-                .map(tonic::Response::new)
-                .map_err(tonic::Status::from)
-        })
+        let (ctx, cancelled) = self.context(&mut request);
+        respond(
+            &ctx.clone(),
+            cancelled,
+            (self.handler)(ctx, request.into_inner()),
+        )
     }
-}
-
-struct ClientStreamingCall<Req, F> {
-    handler: F,
-    remote: Remote,
-    _types: PhantomData<fn(Req)>,
 }
 
 /// The request stream as a [`Receiver`].
@@ -601,7 +553,7 @@ fn requests<Req: Send + 'static>(stream: tonic::Streaming<Req>) -> Receiver<Req>
     Receiver::new(stream.map(|item| item.map_err(Error::from)), None)
 }
 
-impl<Req, Resp, F, Fut> tonic::server::ClientStreamingService<Req> for ClientStreamingCall<Req, F>
+impl<Req, Resp, F, Fut> tonic::server::ClientStreamingService<Req> for Call<Req, Resp, F>
 where
     Req: Send + 'static,
     Resp: Send + 'static,
@@ -609,26 +561,12 @@ where
     Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
 {
     type Response = Resp;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<tonic::Response<Resp>, tonic::Status>> + Send>>;
+    type Future = UnaryFuture<Resp>;
 
     fn call(&mut self, mut request: tonic::Request<tonic::Streaming<Req>>) -> Self::Future {
-        let cancelled = CancellationToken::new();
-        let ctx = context_of(&mut request, cancelled.clone(), self.remote.clone());
-        let handler = self.handler.clone();
-        Box::pin(async move {
-            let guard = cancelled.drop_guard();
-            let deadline = ctx.deadline();
-            let result = within_deadline(
-                deadline,
-                guard,
-                handler(ctx, requests(request.into_inner())),
-            )
-            .await;
-            result
-                .map(tonic::Response::new)
-                .map_err(tonic::Status::from)
-        })
+        let (ctx, cancelled) = self.context(&mut request);
+        let requests = requests(request.into_inner());
+        respond(&ctx.clone(), cancelled, (self.handler)(ctx, requests))
     }
 }
 
@@ -650,12 +588,16 @@ impl<Resp> futures::Stream for ResponseStream<Resp> {
     }
 }
 
-/// Runs a streaming handler on its own task, feeding a response stream.
+type StreamFuture<Resp> =
+    std::future::Ready<Result<tonic::Response<ResponseStream<Resp>>, tonic::Status>>;
+
+/// Runs a streaming handler on its own task, within the context's deadline, feeding
+/// a response stream.
 fn spawn_streaming<Resp, Fut>(
     ctx: &Context,
     cancelled: CancellationToken,
     run: impl FnOnce(Sender<Resp>) -> Fut,
-) -> ResponseStream<Resp>
+) -> StreamFuture<Resp>
 where
     Resp: Send + 'static,
     Fut: Future<Output = Result<(), Error>> + Send + 'static,
@@ -663,33 +605,21 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
     let work = run(Sender::new(tx.clone()));
     let deadline = ctx.deadline();
-    let token = cancelled.clone();
+    // Past the deadline this cancels the context; the stream's own guard cancels it
+    // when the caller goes away.
+    let guard = cancelled.clone().drop_guard();
     tokio::spawn(async move {
-        let result = match deadline {
-            Some(at) => tokio::time::timeout_at(at, work).await.unwrap_or_else(|_| {
-                token.cancel();
-                Err(Error::timeout("go.micro.server", "deadline exceeded"))
-            }),
-            None => work.await,
-        };
-        if let Err(e) = result {
+        if let Err(e) = within_deadline(deadline, guard, work).await {
             let _ = tx.send(Err(tonic::Status::from(e))).await;
         }
     });
-    ResponseStream {
+    std::future::ready(Ok(tonic::Response::new(ResponseStream {
         inner: tokio_stream::wrappers::ReceiverStream::new(rx),
         _cancel_on_drop: cancelled.drop_guard(),
-    }
+    })))
 }
 
-struct ServerStreamingCall<Req, Resp, F> {
-    handler: F,
-    remote: Remote,
-    _types: PhantomData<fn(Req) -> Resp>,
-}
-
-impl<Req, Resp, F, Fut> tonic::server::ServerStreamingService<Req>
-    for ServerStreamingCall<Req, Resp, F>
+impl<Req, Resp, F, Fut> tonic::server::ServerStreamingService<Req> for Call<Req, Resp, F>
 where
     Req: Send + 'static,
     Resp: Send + 'static,
@@ -698,26 +628,18 @@ where
 {
     type Response = Resp;
     type ResponseStream = ResponseStream<Resp>;
-    type Future = std::future::Ready<Result<tonic::Response<ResponseStream<Resp>>, tonic::Status>>;
+    type Future = StreamFuture<Resp>;
 
     fn call(&mut self, mut request: tonic::Request<Req>) -> Self::Future {
-        let cancelled = CancellationToken::new();
-        let ctx = context_of(&mut request, cancelled.clone(), self.remote.clone());
+        let (ctx, cancelled) = self.context(&mut request);
         let handler = self.handler.clone();
-        let stream = spawn_streaming(&ctx.clone(), cancelled, move |sender| {
+        spawn_streaming(&ctx.clone(), cancelled, move |sender| {
             handler(ctx, request.into_inner(), sender)
-        });
-        std::future::ready(Ok(tonic::Response::new(stream)))
+        })
     }
 }
 
-struct StreamingCall<Req, Resp, F> {
-    handler: F,
-    remote: Remote,
-    _types: PhantomData<fn(Req) -> Resp>,
-}
-
-impl<Req, Resp, F, Fut> tonic::server::StreamingService<Req> for StreamingCall<Req, Resp, F>
+impl<Req, Resp, F, Fut> tonic::server::StreamingService<Req> for Call<Req, Resp, F>
 where
     Req: Send + 'static,
     Resp: Send + 'static,
@@ -726,16 +648,14 @@ where
 {
     type Response = Resp;
     type ResponseStream = ResponseStream<Resp>;
-    type Future = std::future::Ready<Result<tonic::Response<ResponseStream<Resp>>, tonic::Status>>;
+    type Future = StreamFuture<Resp>;
 
     fn call(&mut self, mut request: tonic::Request<tonic::Streaming<Req>>) -> Self::Future {
-        let cancelled = CancellationToken::new();
-        let ctx = context_of(&mut request, cancelled.clone(), self.remote.clone());
+        let (ctx, cancelled) = self.context(&mut request);
         let handler = self.handler.clone();
-        let stream = spawn_streaming(&ctx.clone(), cancelled, move |sender| {
+        spawn_streaming(&ctx.clone(), cancelled, move |sender| {
             handler(ctx, requests(request.into_inner()), sender)
-        });
-        std::future::ready(Ok(tonic::Response::new(stream)))
+        })
     }
 }
 
