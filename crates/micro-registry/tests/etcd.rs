@@ -36,6 +36,15 @@ async fn next(watcher: &mut Watcher) -> Event {
         .expect("watcher running")
 }
 
+/// The next event is `action` on node `id`.
+async fn expect(watcher: &mut Watcher, action: Action, id: &str) {
+    let event = next(watcher).await;
+    assert_eq!(
+        (event.action, event.service.nodes[0].id.as_str()),
+        (action, id)
+    );
+}
+
 /// Whether `node` of `name` is registered, polled until `present` or `within` passes.
 async fn wait_for(
     registry: &EtcdRegistry,
@@ -90,11 +99,7 @@ async fn registers_gets_lists_and_watches() {
     }
 
     for expected in ["greeter-a", "greeter-b", "greeter-c", "admin-1"] {
-        let event = next(&mut watcher).await;
-        assert_eq!(
-            (event.action, event.service.nodes[0].id.as_str()),
-            (Action::Create, expected)
-        );
+        expect(&mut watcher, Action::Create, expected).await;
     }
     // A watch of one service does not see the other, though its name is a prefix.
     for expected in ["greeter-a", "greeter-b", "greeter-c"] {
@@ -137,11 +142,7 @@ async fn registers_gets_lists_and_watches() {
     assert_eq!(event.service.nodes[0].address, "127.0.0.1:9001");
 
     registry.deregister(&b).await.unwrap();
-    let event = next(&mut watcher).await;
-    assert_eq!(
-        (event.action, event.service.nodes[0].id.as_str()),
-        (Action::Delete, "greeter-b")
-    );
+    expect(&mut watcher, Action::Delete, "greeter-b").await;
 
     for s in [&changed, &c, &other] {
         registry.deregister(s).await.unwrap();
@@ -386,11 +387,7 @@ async fn values_that_are_not_nodes_are_skipped() {
         .unwrap();
 
     // The watch skipped the four and reports the real node.
-    let event = next(&mut watcher).await;
-    assert_eq!(
-        (event.action, event.service.nodes[0].id.as_str()),
-        (Action::Create, "bad-1")
-    );
+    expect(&mut watcher, Action::Create, "bad-1").await;
     let found = registry.get_service("bad").await.unwrap();
     assert_eq!(found[0].nodes.len(), 1);
     assert_eq!(registry.list_services().await.unwrap().len(), 1);
@@ -461,11 +458,7 @@ async fn a_three_member_cluster_keeps_working_without_one() {
         .register(&service("sturdy", "v1", "sturdy-b"), ttl(3))
         .await
         .unwrap();
-    let event = next(&mut watcher).await;
-    assert_eq!(
-        (event.action, event.service.nodes[0].id.as_str()),
-        (Action::Create, "sturdy-b")
-    );
+    expect(&mut watcher, Action::Create, "sturdy-b").await;
     assert_eq!(
         observer.get_service("sturdy").await.unwrap()[0].nodes.len(),
         2
@@ -484,11 +477,7 @@ async fn a_three_member_cluster_keeps_working_without_one() {
         .deregister(&service("sturdy", "v1", "sturdy-a"))
         .await
         .unwrap();
-    let event = next(&mut watcher).await;
-    assert_eq!(
-        (event.action, event.service.nodes[0].id.as_str()),
-        (Action::Delete, "sturdy-a")
-    );
+    expect(&mut watcher, Action::Delete, "sturdy-a").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
