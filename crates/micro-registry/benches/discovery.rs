@@ -36,7 +36,7 @@ fn node(i: usize) -> Service {
         format!("127.0.0.1:{}", 20000 + i),
     );
     node.metadata.insert("protocol".into(), "grpc".into());
-    Service::new(NAME).with_version("latest").with_node(node)
+    Service::new(NAME).version("latest").node(node)
 }
 
 fn loopback() -> MdnsRegistry {

@@ -23,6 +23,10 @@ type Lookup = Result<Arc<Vec<Service>>, Error>;
 
 /// A [`Registry`] that caches `get_service`; everything else goes to the inner registry.
 ///
+/// `CachedRegistry::new(registry)` trusts a cached service for [`DEFAULT_CACHE_TTL`];
+/// `CachedRegistry::new(registry).ttl(ttl)` for `ttl`. Nothing starts until the first
+/// lookup.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), micro_registry::Error> {
 /// use std::sync::Arc;
@@ -30,7 +34,7 @@ type Lookup = Result<Arc<Vec<Service>>, Error>;
 ///
 /// let backend = Arc::new(MemoryRegistry::new());
 /// let cache = CachedRegistry::new(backend.clone());
-/// let svc = Service::new("greeter").with_node(Node::new("greeter-1", "10.0.0.1:9000"));
+/// let svc = Service::new("greeter").node(Node::new("greeter-1", "10.0.0.1:9000"));
 /// backend.register(&svc, Default::default()).await?;
 /// assert_eq!(cache.get_service("greeter").await?[0].nodes.len(), 1); // fetched once
 /// assert!(cache.cached("greeter").is_some());                          // then from memory
@@ -39,12 +43,14 @@ type Lookup = Result<Arc<Vec<Service>>, Error>;
 #[derive(Debug, Clone)]
 pub struct CachedRegistry {
     inner: Arc<Inner>,
+    /// How long a cached service is trusted. Per handle: clones share the entries
+    /// and the watch, which do not depend on it.
+    ttl: Duration,
 }
 
 #[derive(Debug)]
 struct Inner {
     registry: Arc<dyn Registry>,
-    ttl: Duration,
     entries: RwLock<HashMap<String, Entry>>,
     inflight: Mutex<HashMap<String, watch::Receiver<Option<Lookup>>>>,
     watching: Mutex<bool>,
@@ -69,22 +75,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl CachedRegistry {
-    /// Caches `registry` with the default TTL.
+    /// Caches `registry`, re-reading a service after [`DEFAULT_CACHE_TTL`].
     pub fn new(registry: Arc<dyn Registry>) -> Self {
-        Self::with_ttl(registry, DEFAULT_CACHE_TTL)
-    }
-
-    /// Caches `registry`, re-reading a service after `ttl`.
-    pub fn with_ttl(registry: Arc<dyn Registry>, ttl: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 registry,
-                ttl,
                 entries: RwLock::new(HashMap::new()),
                 inflight: Mutex::new(HashMap::new()),
                 watching: Mutex::new(false),
             }),
+            ttl: DEFAULT_CACHE_TTL,
         }
+    }
+
+    /// Sets how long a cached service is trusted before it is re-read.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
     }
 
     /// The registry underneath.
@@ -96,7 +104,7 @@ impl CachedRegistry {
     pub fn cached(&self, name: &str) -> Option<Arc<Vec<Service>>> {
         let entries = read(&self.inner.entries);
         let entry = entries.get(name)?;
-        (entry.fetched.elapsed() < self.inner.ttl).then(|| Arc::clone(&entry.services))
+        (entry.fetched.elapsed() < self.ttl).then(|| Arc::clone(&entry.services))
     }
 
     /// Like [`Registry::get_service`], sharing the cached `Arc`.

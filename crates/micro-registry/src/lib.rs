@@ -9,7 +9,9 @@
 //! - `EtcdRegistry` (feature `etcd`): an etcd cluster, past one LAN; go-micro's layout,
 //!   so micro and go-micro services in one etcd find each other.
 //!
-//! [`from_env`] picks one by `MICRO_REGISTRY`, as go-micro does.
+//! [`RegistryConfig`] says which to build; [`RegistryConfig::from_env`] reads it from
+//! `MICRO_REGISTRY` and `MICRO_REGISTRY_ADDRESS`, as go-micro does, and
+//! `MICRO_MDNS_INTERFACES`. Nothing else in this crate reads the environment.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), micro_registry::Error> {
@@ -19,8 +21,8 @@
 //! let mut watcher = registry.watch(WatchOptions::service("go.micro.srv.vessel")).await?;
 //!
 //! let service = Service::new("go.micro.srv.vessel")
-//!     .with_version("latest")
-//!     .with_node(Node::new("go.micro.srv.vessel-1", "10.0.0.5:50051"));
+//!     .version("latest")
+//!     .node(Node::new("go.micro.srv.vessel-1", "10.0.0.5:50051"));
 //! registry.register(&service, RegisterOptions::default()).await?;
 //!
 //! let found = registry.get_service("go.micro.srv.vessel").await?;
@@ -34,7 +36,7 @@
 //! ```
 
 mod cache;
-mod env;
+mod config;
 mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
@@ -44,7 +46,7 @@ mod registry;
 mod service;
 
 pub use cache::{CachedRegistry, DEFAULT_CACHE_TTL};
-pub use env::{ENV_REGISTRY, ENV_REGISTRY_ADDRESS, KNOWN, by_name, from_env};
+pub use config::{ENV_REGISTRY, ENV_REGISTRY_ADDRESS, KNOWN, RegistryConfig, RegistryKind};
 pub use error::Error;
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdRegistry, EtcdRegistryBuilder};

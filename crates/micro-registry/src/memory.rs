@@ -23,7 +23,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// use micro_registry::{MemoryRegistry, Node, RegisterOptions, Registry, Service};
 ///
 /// let registry = MemoryRegistry::new();
-/// let service = Service::new("greeter").with_node(Node::new("greeter-1", "127.0.0.1:9000"));
+/// let service = Service::new("greeter").node(Node::new("greeter-1", "127.0.0.1:9000"));
 /// registry.register(&service, RegisterOptions::default()).await?;
 /// assert_eq!(registry.get_service("greeter").await?[0].nodes.len(), 1);
 /// # Ok(()) }
@@ -80,7 +80,7 @@ impl MemoryRegistry {
                 for entry in versions.values_mut() {
                     entry.nodes.retain(|_, (node, expiry)| match expiry {
                         Some(at) if *at <= now => {
-                            expired.push(entry.service.clone().with_node(node.clone()));
+                            expired.push(entry.service.clone().node(node.clone()));
                             false
                         }
                         Some(_) => {
@@ -155,9 +155,9 @@ impl Registry for MemoryRegistry {
             for node in &service.nodes {
                 let previous = entry.nodes.insert(node.id.clone(), (node.clone(), expiry));
                 match previous {
-                    None => events.push((Action::Create, bare.clone().with_node(node.clone()))),
+                    None => events.push((Action::Create, bare.clone().node(node.clone()))),
                     Some((old, _)) if old != *node => {
-                        events.push((Action::Update, bare.clone().with_node(node.clone())))
+                        events.push((Action::Update, bare.clone().node(node.clone())))
                     }
                     Some(_) => {}
                 }
@@ -180,7 +180,7 @@ impl Registry for MemoryRegistry {
                 if let Some(entry) = versions.get_mut(&service.version) {
                     for node in &service.nodes {
                         if let Some((node, _)) = entry.nodes.remove(&node.id) {
-                            removed.push(entry.service.clone().with_node(node));
+                            removed.push(entry.service.clone().node(node));
                         }
                     }
                     if entry.nodes.is_empty() {
@@ -227,7 +227,7 @@ impl Registry for MemoryRegistry {
             .flat_map(|(name, versions)| {
                 versions
                     .keys()
-                    .map(|version| Service::new(name.clone()).with_version(version.clone()))
+                    .map(|version| Service::new(name.clone()).version(version.clone()))
             })
             .collect();
         out.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));

@@ -12,7 +12,8 @@ use crate::{Error, Service};
 /// Service discovery: where services announce their nodes and clients find them.
 ///
 /// The shape is go-micro's `registry.Registry`. Implementations: [`MemoryRegistry`]
-/// (one process) and [`MdnsRegistry`] (one LAN, no server; the default).
+/// (one process), [`MdnsRegistry`] (one LAN, no server; the default) and, with the
+/// feature `etcd`, `EtcdRegistry`.
 ///
 /// [`MemoryRegistry`]: crate::MemoryRegistry
 /// [`MdnsRegistry`]: crate::MdnsRegistry
@@ -44,9 +45,11 @@ pub struct RegisterOptions {
 }
 
 impl RegisterOptions {
-    /// Options with a time to live.
-    pub fn with_ttl(ttl: Duration) -> Self {
-        Self { ttl: Some(ttl) }
+    /// Sets the time to live: `RegisterOptions::default().ttl(Duration::from_secs(90))`.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
     }
 }
 

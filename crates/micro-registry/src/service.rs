@@ -14,8 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// use micro_registry::{Node, Service};
 ///
 /// let service = Service::new("go.micro.srv.vessel")
-///     .with_version("latest")
-///     .with_node(Node::new("go.micro.srv.vessel-1", "10.0.0.5:50051"));
+///     .version("latest")
+///     .node(Node::new("go.micro.srv.vessel-1", "10.0.0.5:50051"));
 /// assert_eq!(service.nodes.len(), 1);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,21 +47,21 @@ impl Service {
 
     /// Sets the version.
     #[must_use]
-    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+    pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = version.into();
         self
     }
 
     /// Adds a node.
     #[must_use]
-    pub fn with_node(mut self, node: Node) -> Self {
+    pub fn node(mut self, node: Node) -> Self {
         self.nodes.push(node);
         self
     }
 
     /// Adds an endpoint.
     #[must_use]
-    pub fn with_endpoint(mut self, endpoint: Endpoint) -> Self {
+    pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
         self.endpoints.push(endpoint);
         self
     }

@@ -52,8 +52,8 @@ impl Registry for Backend {
 
 fn svc(id: &str) -> Service {
     Service::new("s")
-        .with_version("1")
-        .with_node(Node::new(id, "10.0.0.1:1"))
+        .version("1")
+        .node(Node::new(id, "10.0.0.1:1"))
 }
 
 #[tokio::test]
@@ -120,7 +120,7 @@ async fn a_failing_backend_serves_the_last_known_nodes() {
         .register(&svc("s-1"), RegisterOptions::default())
         .await
         .unwrap();
-    let cache = CachedRegistry::with_ttl(backend.clone(), Duration::from_millis(10));
+    let cache = CachedRegistry::new(backend.clone()).ttl(Duration::from_millis(10));
     cache.lookup("s").await.unwrap();
     backend.failing.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(20)).await; // past the TTL: re-read, which fails

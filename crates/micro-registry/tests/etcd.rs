@@ -21,12 +21,12 @@ fn registry(cluster: &EtcdCluster) -> EtcdRegistry {
 
 fn service(name: &str, version: &str, node: &str) -> Service {
     Service::new(name)
-        .with_version(version)
-        .with_node(Node::new(node, "127.0.0.1:9000"))
+        .version(version)
+        .node(Node::new(node, "127.0.0.1:9000"))
 }
 
 fn ttl(seconds: u64) -> RegisterOptions {
-    RegisterOptions::with_ttl(Duration::from_secs(seconds))
+    RegisterOptions::default().ttl(Duration::from_secs(seconds))
 }
 
 async fn next(watcher: &mut Watcher) -> Event {
@@ -296,7 +296,7 @@ async fn reads_and_writes_values_as_go_micro_does() {
 
     // micro -> go-micro: the key go-micro's nodePath gives, and a value with exactly
     // the fields go-micro's structs read, under a lease of the TTL.
-    let mut consignment = Service::new("go.micro.srv.consignment").with_version("latest");
+    let mut consignment = Service::new("go.micro.srv.consignment").version("latest");
     consignment
         .metadata
         .insert("team".into(), "shipping".into());
@@ -309,7 +309,7 @@ async fn reads_and_writes_values_as_go_micro_does() {
     endpoint.metadata.insert("stream".into(), "false".into());
     let mut node = Node::new("go.micro.srv.consignment-1", "10.0.0.8:50051");
     node.metadata.insert("protocol".into(), "grpc".into());
-    let consignment = consignment.with_endpoint(endpoint).with_node(node);
+    let consignment = consignment.endpoint(endpoint).node(node);
     registry.register(&consignment, ttl(20)).await.unwrap();
 
     let stored = raw
@@ -344,7 +344,7 @@ async fn reads_and_writes_values_as_go_micro_does() {
     // Without a TTL (or a zero one), as go-micro: no lease at all.
     for options in [
         RegisterOptions::default(),
-        RegisterOptions::with_ttl(Duration::ZERO),
+        RegisterOptions::default().ttl(Duration::ZERO),
     ] {
         registry.register(&consignment, options).await.unwrap();
         let stored = raw

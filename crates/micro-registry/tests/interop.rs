@@ -35,8 +35,8 @@ async fn python_zeroconf_sees_service_name_and_address() {
     );
     node.metadata.insert("protocol".into(), "grpc".into());
     let service = Service::new("go.micro.srv.interop")
-        .with_version("latest")
-        .with_node(node);
+        .version("latest")
+        .node(node);
     registry
         .register(&service, RegisterOptions::default())
         .await

@@ -20,8 +20,8 @@ fn service(id: &str, port: u16) -> Service {
     let mut node = Node::new(id, format!("127.0.0.1:{port}"));
     node.metadata.insert("protocol".into(), "grpc".into());
     Service::new("go.micro.srv.mdnstest")
-        .with_version("latest")
-        .with_node(node)
+        .version("latest")
+        .node(node)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -235,7 +235,7 @@ async fn a_live_node_with_a_short_ttl_is_kept_alive() {
         .await
         .unwrap();
     server
-        .register(&svc, RegisterOptions::with_ttl(Duration::from_secs(1)))
+        .register(&svc, RegisterOptions::default().ttl(Duration::from_secs(1)))
         .await
         .unwrap();
     let created = tokio::time::timeout(Duration::from_secs(5), watcher.next())

@@ -11,8 +11,8 @@ use micro_registry::{
 
 fn node(service: &str, version: &str, id: &str) -> Service {
     Service::new(service)
-        .with_version(version)
-        .with_node(Node::new(id, format!("10.0.0.1:{}", 4000 + id.len())))
+        .version(version)
+        .node(Node::new(id, format!("10.0.0.1:{}", 4000 + id.len())))
 }
 
 #[tokio::test(start_paused = true)]
@@ -20,7 +20,7 @@ async fn a_node_not_renewed_within_its_ttl_disappears_with_one_delete() {
     let registry = MemoryRegistry::new();
     let mut watcher = registry.watch(WatchOptions::default()).await.unwrap();
     let svc = node("greeter", "latest", "greeter-1");
-    let ttl = RegisterOptions::with_ttl(Duration::from_secs(3));
+    let ttl = RegisterOptions::default().ttl(Duration::from_secs(3));
     registry.register(&svc, ttl.clone()).await.unwrap();
     assert_eq!(watcher.next().await.unwrap().action, Action::Create);
 
@@ -172,11 +172,20 @@ async fn invalid_services_and_names_are_clear_errors() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidService { .. }), "{err}");
-    let err = micro_registry::by_name("consul").unwrap_err();
+    let err = "consul"
+        .parse::<micro_registry::RegistryKind>()
+        .unwrap_err();
     assert!(
         err.to_string().contains("unknown registry \"consul\""),
         "{err}"
     );
     assert!(err.to_string().contains("mdns, memory"), "{err}");
-    assert_eq!(micro_registry::by_name("memory").unwrap().name(), "memory");
+    assert_eq!(
+        micro_registry::RegistryConfig::default()
+            .kind("memory".parse().unwrap())
+            .build()
+            .unwrap()
+            .name(),
+        "memory"
+    );
 }

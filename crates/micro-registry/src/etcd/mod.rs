@@ -25,9 +25,10 @@
 //!
 //! let registry = EtcdRegistry::new(["127.0.0.1:2379"])?;
 //! let service = Service::new("go.micro.srv.vessel")
-//!     .with_version("latest")
-//!     .with_node(Node::new("go.micro.srv.vessel-1", "10.0.0.5:50051"));
-//! registry.register(&service, RegisterOptions::with_ttl(Duration::from_secs(90))).await?;
+//!     .version("latest")
+//!     .node(Node::new("go.micro.srv.vessel-1", "10.0.0.5:50051"));
+//! let options = RegisterOptions::default().ttl(Duration::from_secs(90));
+//! registry.register(&service, options).await?;
 //! assert_eq!(registry.get_service("go.micro.srv.vessel").await?[0].nodes.len(), 1);
 //! # Ok(()) }
 //! ```
@@ -179,7 +180,7 @@ impl EtcdRegistryBuilder {
 }
 
 /// `host:port`, `host` or `http://host:port` to the URL etcd-client dials.
-fn member_url(address: &str) -> Result<String, Error> {
+pub(crate) fn member_url(address: &str) -> Result<String, Error> {
     let bad = |why: &str| Error::Config(format!("etcd address {address:?}: {why}"));
     if address.starts_with("https://") {
         return Err(bad("TLS to etcd is not supported yet; use http://"));
@@ -232,22 +233,6 @@ impl EtcdRegistry {
     /// Options beyond the addresses.
     pub fn builder() -> EtcdRegistryBuilder {
         EtcdRegistryBuilder::default()
-    }
-
-    /// A registry on the members `MICRO_REGISTRY_ADDRESS` lists, comma-separated
-    /// (default [`DEFAULT_ADDRESS`]).
-    pub fn from_env() -> Result<Self, Error> {
-        let addresses = match std::env::var(crate::ENV_REGISTRY_ADDRESS) {
-            Ok(list) => list.split(',').map(str::to_string).collect(),
-            Err(std::env::VarError::NotPresent) => Vec::new(),
-            Err(e) => {
-                return Err(Error::Config(format!(
-                    "{}: {e}",
-                    crate::ENV_REGISTRY_ADDRESS
-                )));
-            }
-        };
-        Self::new(addresses)
     }
 
     fn endpoints(&self) -> &Endpoints {

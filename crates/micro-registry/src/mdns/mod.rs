@@ -25,8 +25,12 @@
 //!
 //! All normal interfaces by default. [`MdnsInterfaces::Loopback`] keeps every packet on
 //! the loopback interface (for tests and single-machine demos); set it with
-//! [`MdnsRegistry::builder`] or `MICRO_MDNS_INTERFACES=loopback` (also: `all`, or a
+//! [`MdnsRegistry::builder`], [`RegistryConfig::mdns_interfaces`] or, through
+//! [`RegistryConfig::from_env`], `MICRO_MDNS_INTERFACES=loopback` (also: `all`, or a
 //! comma-separated list of interface names).
+//!
+//! [`RegistryConfig::mdns_interfaces`]: method@crate::RegistryConfig::mdns_interfaces
+//! [`RegistryConfig::from_env`]: crate::RegistryConfig::from_env
 //!
 //! # Timing
 //!
@@ -80,7 +84,8 @@ use crate::{Error, Node, RegisterOptions, Registry, Service, WatchOptions, Watch
 
 /// The DNS-SD service type every micro node is announced under.
 pub const SERVICE_TYPE: &str = "_micro._tcp.local.";
-/// Environment variable that picks the interfaces mDNS uses.
+/// Environment variable that picks the interfaces mDNS uses (read by
+/// [`RegistryConfig::from_env`](crate::RegistryConfig::from_env)).
 pub const ENV_INTERFACES: &str = "MICRO_MDNS_INTERFACES";
 /// How long a query collects answers.
 const QUERY_WINDOW: Duration = Duration::from_millis(250);
@@ -107,39 +112,32 @@ pub enum MdnsInterfaces {
     Named(Vec<String>),
 }
 
-impl MdnsInterfaces {
-    /// Reads `MICRO_MDNS_INTERFACES`: `all` (or unset), `loopback`/`lo`, or `eth0,wlan0`.
-    pub fn from_env() -> Result<Self, Error> {
-        match std::env::var(ENV_INTERFACES) {
-            Ok(value) => value.parse(),
-            Err(std::env::VarError::NotPresent) => Ok(Self::All),
-            Err(e) => Err(Error::Config(format!("{ENV_INTERFACES}: {e}"))),
-        }
-    }
-}
-
 impl std::str::FromStr for MdnsInterfaces {
     type Err = Error;
 
+    /// `all` (or empty), `loopback` (or `lo`), or a comma-separated list of interface
+    /// names such as `eth0,wlan0`.
     fn from_str(s: &str) -> Result<Self, Error> {
-        let s = s.trim();
-        match s {
-            "" | "all" => Ok(Self::All),
-            "loopback" | "lo" => Ok(Self::Loopback),
-            list => {
-                let names: Vec<String> = list
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
-                    .map(String::from)
-                    .collect();
-                if names.iter().any(|n| n.contains(char::is_whitespace)) {
-                    return Err(Error::Config(format!(
-                        "{ENV_INTERFACES}={s:?}: expected all, loopback or a comma-separated list of interface names"
-                    )));
-                }
-                Ok(Self::Named(names))
+        parse_interfaces(s).map_err(|why| Error::Config(format!("mDNS interfaces {s:?}: {why}")))
+    }
+}
+
+/// Parses [`MdnsInterfaces`]; a refusal says why, for the caller to word.
+pub(crate) fn parse_interfaces(s: &str) -> Result<MdnsInterfaces, &'static str> {
+    match s.trim() {
+        "" | "all" => Ok(MdnsInterfaces::All),
+        "loopback" | "lo" => Ok(MdnsInterfaces::Loopback),
+        list => {
+            let names: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(String::from)
+                .collect();
+            if names.iter().any(|n| n.contains(char::is_whitespace)) {
+                return Err("expected all, loopback or a comma-separated list of interface names");
             }
+            Ok(MdnsInterfaces::Named(names))
         }
     }
 }
@@ -157,14 +155,14 @@ pub struct MdnsStats {
 /// Builds an [`MdnsRegistry`].
 #[derive(Clone, Debug, Default)]
 pub struct MdnsRegistryBuilder {
-    interfaces: Option<MdnsInterfaces>,
+    interfaces: MdnsInterfaces,
 }
 
 impl MdnsRegistryBuilder {
-    /// Restricts the interfaces (default: `MICRO_MDNS_INTERFACES`, else all).
+    /// Restricts the interfaces (default: all).
     #[must_use]
     pub fn interfaces(mut self, interfaces: MdnsInterfaces) -> Self {
-        self.interfaces = Some(interfaces);
+        self.interfaces = interfaces;
         self
     }
 
@@ -176,10 +174,7 @@ impl MdnsRegistryBuilder {
 
     /// Starts the mDNS daemon and the browse of `_micro._tcp.local.`.
     pub fn build(self) -> Result<MdnsRegistry, Error> {
-        let interfaces = match self.interfaces {
-            Some(i) => i,
-            None => MdnsInterfaces::from_env()?,
-        };
+        let interfaces = self.interfaces;
         let daemon = ServiceDaemon::new().map_err(backend)?;
         match &interfaces {
             MdnsInterfaces::All => {}
@@ -393,7 +388,7 @@ impl MdnsRegistry {
     /// After it, the browse has heard every live node and a miss is answered at once.
     pub const WARMUP: Duration = Duration::from_millis(500);
 
-    /// A registry configured from the environment (`MICRO_MDNS_INTERFACES`).
+    /// A registry on all interfaces.
     pub fn new() -> Result<Self, Error> {
         Self::builder().build()
     }

@@ -240,7 +240,7 @@ mod tests {
             "127.0.0.1:4000",
         );
         node.metadata.insert("protocol".into(), "grpc".into());
-        let mut service = Service::new("go.micro.srv.vessel").with_version("latest");
+        let mut service = Service::new("go.micro.srv.vessel").version("latest");
         for i in 0..20 {
             service.endpoints.push(Endpoint {
                 name: format!("VesselService.Method{i}"),
@@ -307,7 +307,7 @@ mod tests {
             ) -> (Service, Node) {
                 let mut node = Node::new(id, "127.0.0.1:1");
                 node.metadata = metadata;
-                let mut service = Service::new(name).with_version(version);
+                let mut service = Service::new(name).version(version);
                 for (name, ty) in endpoints {
                     service.endpoints.push(Endpoint {
                         name,
