@@ -193,10 +193,11 @@ async fn start_tonic() -> tonic_echo::echo_client::EchoClient<tonic::transport::
 async fn rpc() {
     // micro: a service found by name through a (memory) registry, called by its client.
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let mut service = Service::new("micro.bench")
+    let service = Service::new("micro.bench")
+        .unwrap()
         .address("127.0.0.1:0")
         .registry(Arc::clone(&registry));
-    micro_echo::register_echo_handler(service.server(), MicroEcho).unwrap();
+    let service = service.handle(micro_echo::echo_handler(MicroEcho)).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let micro_task = tokio::spawn(service.run_until(async move {
         let _ = stopped.await;
@@ -284,10 +285,11 @@ fn profile_size() -> usize {
 /// for `perf record`.
 async fn profile_micro() {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let mut service = Service::new("micro.bench")
+    let service = Service::new("micro.bench")
+        .unwrap()
         .address("127.0.0.1:0")
         .registry(Arc::clone(&registry));
-    micro_echo::register_echo_handler(service.server(), MicroEcho).unwrap();
+    let service = service.handle(micro_echo::echo_handler(MicroEcho)).unwrap();
     tokio::spawn(service.run_until(std::future::pending()));
     while registry.get_service("micro.bench").await.is_err() {
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use micro_core::registry::{MemoryRegistry, Registry};
 use micro_core::transport::TcpTransport;
-use micro_core::{CallOptions, Client, Context, Error, Service};
+use micro_core::{CallOptions, Client, Context, Error, Request, Service};
 use micro_examples::vessel::{
-    Response, Specification, Vessel, VesselService, VesselServiceHandler,
-    register_vessel_service_handler,
+    Response, Specification, Vessel, VesselService, VesselServiceHandler, vessel_service_handler,
 };
 
 struct OneVessel;
@@ -40,13 +39,14 @@ impl VesselServiceHandler for OneVessel {
 async fn serve() -> (
     Arc<dyn Registry>,
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), Error>>,
+    tokio::task::JoinHandle<Result<(), micro_core::ServiceError>>,
 ) {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let mut service = Service::new("go.micro.srv.vessel")
+    let service = Service::new("go.micro.srv.vessel")
+        .unwrap()
         .address("127.0.0.1:0")
         .registry(Arc::clone(&registry));
-    register_vessel_service_handler(service.server(), OneVessel).unwrap();
+    let service = service.handle(vessel_service_handler(OneVessel)).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(service.run_until(async move {
         let _ = stopped.await;
@@ -68,7 +68,7 @@ async fn generated_clients_call_by_name_in_protobuf_and_json() {
     };
     let proto = vessels.find_available(spec).await.unwrap();
     let json = vessels
-        .find_available_with(spec, CallOptions::new().json())
+        .find_available(Request::new(spec, CallOptions::new().json()))
         .await
         .unwrap();
     assert_eq!(proto, json);

@@ -19,11 +19,11 @@ use futures::StreamExt;
 use micro_core::registry::{MemoryRegistry, Registry};
 use micro_core::stream::{Receiver, Sender};
 use micro_core::transport::TcpTransport;
-use micro_core::{CallOptions, Client, Context, Error, Service};
+use micro_core::{CallOptions, Client, Context, Error, Request, Service};
 use protos::micro::test::common::Page;
 use protos::micro::test::v1::{
     Note, PingService, PingServiceHandler, ShapesHandler, ShapesService, Summary, note,
-    register_ping_service_handler, register_shapes_handler,
+    ping_service_handler, shapes_handler,
 };
 
 struct Shapes;
@@ -98,14 +98,15 @@ impl PingServiceHandler for Ping {
 async fn serve() -> (
     Client,
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), Error>>,
+    tokio::task::JoinHandle<Result<(), micro_core::ServiceError>>,
 ) {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let mut service = Service::new("micro.test")
+    let service = Service::new("micro.test")
+        .unwrap()
         .address("127.0.0.1:0")
         .registry(Arc::clone(&registry));
-    register_shapes_handler(service.server(), Shapes).unwrap();
-    register_ping_service_handler(service.server(), Ping).unwrap();
+    let service = service.handle(shapes_handler(Shapes)).unwrap();
+    let service = service.handle(ping_service_handler(Ping)).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(service.run_until(async move {
         let _ = stopped.await;
@@ -153,7 +154,7 @@ async fn every_rpc_shape_works_in_protobuf_and_json() {
             extra: Some(note::Extra::Number(42)),
         };
         let echoed = shapes
-            .echo_with(sent.clone(), options.clone())
+            .echo(Request::new(sent.clone(), options.clone()))
             .await
             .unwrap();
         assert_eq!(
@@ -170,7 +171,7 @@ async fn every_rpc_shape_works_in_protobuf_and_json() {
             token: "p".into(),
         };
         let listed: Vec<String> = shapes
-            .list_with(page, options.clone())
+            .list(Request::new(page, options.clone()))
             .await
             .unwrap()
             .map(|n| n.unwrap().text)
@@ -180,12 +181,18 @@ async fn every_rpc_shape_works_in_protobuf_and_json() {
 
         // Client streaming.
         let notes = futures::stream::iter(["a", "b", "c"].map(note));
-        let summary = shapes.collect_with(notes, options.clone()).await.unwrap();
+        let summary = shapes
+            .collect(Request::new(notes, options.clone()))
+            .await
+            .unwrap();
         assert_eq!((summary.count, summary.joined.as_str()), (3, "a,b,c"));
 
         // Bidirectional.
         let mut replies = shapes
-            .chat_with(futures::stream::iter(["x", "y"].map(note)), options.clone())
+            .chat(Request::new(
+                futures::stream::iter(["x", "y"].map(note)),
+                options.clone(),
+            ))
             .await
             .unwrap();
         assert_eq!(replies.recv().await.unwrap().unwrap().text, "re: x");

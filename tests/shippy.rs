@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use micro_core::registry::{Action, MdnsRegistry, Registry, WatchOptions};
 use micro_core::transport::TcpTransport;
-use micro_core::{CallOptions, Client};
+use micro_core::{CallOptions, Client, Request};
 use micro_examples::consignment::{GetRequest, ShippingService};
 
 /// The example services have fixed names, so tests that start them take turns
@@ -216,10 +216,10 @@ async fn consignment_gets_a_vessel_found_by_name() {
     assert!(stderr.contains("no vessel available"), "{stderr}");
     assert!(stderr.contains("go.micro.srv.vessel"), "{stderr}");
     let stored = shipping
-        .get_consignments_with(
+        .get_consignments(Request::new(
             GetRequest {},
             CallOptions::new().timeout(Duration::from_secs(5)),
-        )
+        ))
         .await
         .expect("get consignments");
     assert_eq!(stored.consignments.len(), 1);

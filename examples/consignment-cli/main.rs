@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use micro_core::{Client, Error, registry, transport::TcpTransport};
+use micro_core::{Client, Config, Error, transport::TcpTransport};
 use micro_examples::consignment::{Consignment, GetRequest, ShippingService};
 
 const DEFAULT_FILE: &str = "examples/consignment-cli/consignment.json";
@@ -33,7 +33,8 @@ fn print_consignment(c: &Consignment) {
 
 async fn run(path: &str) -> Result<(), String> {
     let consignment = read_consignment(path)?;
-    let registry = registry::from_env().map_err(|e| e.to_string())?;
+    let config = Config::from_env().map_err(|e| e.to_string())?;
+    let registry = config.registry.build().map_err(|e| e.to_string())?;
     let client = Client::new(registry, Arc::new(TcpTransport::default()));
     let shipping = ShippingService::new("go.micro.srv.consignment", client);
 

@@ -8,9 +8,9 @@
 use std::sync::Mutex;
 
 use micro_core::event::Publisher;
-use micro_core::{Context, Error, Service};
+use micro_core::{Context, Error, Request, Service, ServiceError};
 use micro_examples::consignment::{
-    Consignment, GetRequest, Response, ShippingServiceHandler, register_shipping_service_handler,
+    Consignment, GetRequest, Response, ShippingServiceHandler, shipping_service_handler,
 };
 use micro_examples::vessel::{Specification, VesselService};
 
@@ -48,7 +48,7 @@ impl ShippingServiceHandler for Shipping {
         // Pass the caller's remaining deadline and metadata on to the vessel service.
         let found = self
             .vessels
-            .find_available_with(spec, ctx.call_options())
+            .find_available(Request::new(spec, ctx.call_options()))
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "no vessel");
@@ -77,7 +77,7 @@ impl ShippingServiceHandler for Shipping {
         // is logged, not returned.
         if let Err(e) = self
             .created
-            .publish_with(&consignment, ctx.call_options())
+            .publish(Request::new(consignment.clone(), ctx.call_options()))
             .await
         {
             tracing::warn!(error = %e, "announcing the consignment failed");
@@ -102,15 +102,16 @@ impl ShippingServiceHandler for Shipping {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), ServiceError> {
     micro_examples::init_logging();
-    let mut service = Service::new(NAME).version("latest");
-    let client = service.client();
+    let service = Service::new(NAME)?.version("latest");
     let handler = Shipping {
-        vessels: VesselService::new("go.micro.srv.vessel", client.clone()),
-        created: Publisher::new(CREATED, client),
+        vessels: VesselService::new("go.micro.srv.vessel", service.client()),
+        created: service.publisher(CREATED),
         stored: Mutex::new(Vec::new()),
     };
-    register_shipping_service_handler(service.server(), handler)?;
-    service.run().await
+    service
+        .handle(shipping_service_handler(handler))?
+        .run()
+        .await
 }

@@ -5,10 +5,10 @@
 //! (default: a free port). It listens for bookings on `consignment.created` and logs
 //! which vessel each consignment was booked on.
 
-use micro_core::{Context, Error, Service};
+use micro_core::{Context, Error, Service, ServiceError};
 use micro_examples::consignment::Consignment;
 use micro_examples::vessel::{
-    Response, Specification, Vessel, VesselServiceHandler, register_vessel_service_handler,
+    Response, Specification, Vessel, VesselServiceHandler, vessel_service_handler,
 };
 
 /// The service's registry name, equal to its proto package.
@@ -64,22 +64,23 @@ impl VesselServiceHandler for Fleet {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), ServiceError> {
     micro_examples::init_logging();
-    let mut service = Service::new(NAME).version("latest");
-    register_vessel_service_handler(service.server(), Fleet::seeded())?;
-    service.subscribe(
-        "consignment.created",
-        |_ctx: Context, booked: Consignment| async move {
-            tracing::info!(
-                vessel = %booked.vessel_id,
-                consignment = %booked.id,
-                containers = booked.containers.len(),
-                weight = booked.weight,
-                "booking received"
-            );
-            Ok::<(), Error>(())
-        },
-    );
+    let service = Service::new(NAME)?
+        .version("latest")
+        .handle(vessel_service_handler(Fleet::seeded()))?
+        .subscribe(
+            "consignment.created",
+            |_ctx: Context, booked: Consignment| async move {
+                tracing::info!(
+                    vessel = %booked.vessel_id,
+                    consignment = %booked.id,
+                    containers = booked.containers.len(),
+                    weight = booked.weight,
+                    "booking received"
+                );
+                Ok::<(), Error>(())
+            },
+        );
     service.run().await
 }

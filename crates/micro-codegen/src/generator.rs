@@ -2,13 +2,11 @@
 
 use std::fmt::Write as _;
 
-use crate::names::{client_name, snake_case};
+use crate::names::{client_name, message_path, snake_case};
 use prost_build::{Method, Service, ServiceGenerator};
 
 /// Writes micro's code for each proto service.
 pub(crate) struct MicroGenerator {
-    /// Messages derive serde: serve and call with JSON too.
-    pub(crate) serde: bool,
     /// The encoded `FileDescriptorSet` of everything compiled, for gRPC reflection.
     pub(crate) descriptors: Vec<u8>,
     /// Packages that have services (and so need the descriptors).
@@ -19,7 +17,7 @@ impl ServiceGenerator for MicroGenerator {
     fn generate(&mut self, service: Service, buf: &mut String) {
         self.with_services.insert(service.package.clone());
         // `write!` into a String cannot fail.
-        let _ = generate_service(&service, self.serde, buf);
+        let _ = generate_service(&service, buf);
     }
 
     fn finalize_package(&mut self, package: &str, buf: &mut String) {
@@ -37,6 +35,59 @@ impl ServiceGenerator for MicroGenerator {
             escape(&self.descriptors)
         );
     }
+}
+
+/// Implements `micro_core::Message` for every message of `package`: with its JSON form
+/// when messages derive serde, else protobuf only.
+///
+/// prost-build calls no hook for packages without services, so this is written after
+/// it, into each package's file.
+pub(crate) fn write_message_impls(
+    set: &prost_types::FileDescriptorSet,
+    package: &str,
+    serde: bool,
+    buf: &mut String,
+) -> std::fmt::Result {
+    let mut paths = Vec::new();
+    for file in set.file.iter().filter(|f| f.package() == package) {
+        for message in &file.message_type {
+            collect_messages(message, &mut Vec::new(), &mut paths);
+        }
+    }
+    if paths.is_empty() {
+        return Ok(());
+    }
+    writeln!(buf)?;
+    if serde {
+        writeln!(buf, "::micro_core::json_message!(")?;
+        for path in &paths {
+            writeln!(buf, "    {path},")?;
+        }
+        writeln!(buf, ");")?;
+    } else {
+        for path in &paths {
+            writeln!(buf, "impl ::micro_core::Message for {path} {{}}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The Rust paths of `message` and the messages nested in it (map entries are not
+/// generated as types).
+fn collect_messages<'a>(
+    message: &'a prost_types::DescriptorProto,
+    parents: &mut Vec<&'a str>,
+    out: &mut Vec<String>,
+) {
+    if message.options.as_ref().is_some_and(|o| o.map_entry()) {
+        return;
+    }
+    out.push(message_path(parents, message.name()));
+    parents.push(message.name());
+    for nested in &message.nested_type {
+        collect_messages(nested, parents, out);
+    }
+    parents.pop();
 }
 
 /// Bytes as the inside of a Rust byte string literal.
@@ -73,19 +124,17 @@ fn short_type(proto_type: &str) -> &str {
 }
 
 /// The `Handler` and `Client` methods for an RPC shape: `unary`, `server_streaming`,
-/// `client_streaming` or `streaming`, with `_proto` when messages have no serde.
-fn shape(method: &Method, serde: bool) -> (String, String) {
-    let base = match (method.client_streaming, method.server_streaming) {
+/// `client_streaming` or `streaming`.
+fn shape(method: &Method) -> (&'static str, &'static str) {
+    match (method.client_streaming, method.server_streaming) {
         (false, false) => ("unary", "call"),
         (false, true) => ("server_streaming", "server_streaming"),
         (true, false) => ("client_streaming", "client_streaming"),
         (true, true) => ("streaming", "streaming"),
-    };
-    let suffix = if serde { "" } else { "_proto" };
-    (format!("{}{suffix}", base.0), format!("{}{suffix}", base.1))
+    }
 }
 
-fn generate_service(service: &Service, serde: bool, buf: &mut String) -> std::fmt::Result {
+fn generate_service(service: &Service, buf: &mut String) -> std::fmt::Result {
     let name = &service.name;
     let package = &service.package;
     let full = if package.is_empty() {
@@ -94,7 +143,7 @@ fn generate_service(service: &Service, serde: bool, buf: &mut String) -> std::fm
         format!("{package}.{}", service.proto_name)
     };
     let handler = format!("{name}Handler");
-    let register = format!("register_{}_handler", snake_case(name));
+    let register = snake_case(&handler);
     let client = client_name(name);
 
     // Handler trait.
@@ -102,7 +151,7 @@ fn generate_service(service: &Service, serde: bool, buf: &mut String) -> std::fm
     doc_lines(buf, &service.comments.leading, "")?;
     writeln!(
         buf,
-        "/// Server side of `{full}`: implement it and serve it with [`{register}`]."
+        "/// Server side of `{full}`: implement it and serve it with `service.handle({register}(handler))`."
     )?;
     writeln!(buf, "#[::micro_core::async_trait]")?;
     writeln!(
@@ -143,25 +192,23 @@ fn generate_service(service: &Service, serde: bool, buf: &mut String) -> std::fm
     writeln!(buf)?;
     writeln!(
         buf,
-        "/// Serves `handler` as `{full}` on `server`, and lists its endpoints for the registry."
+        "/// `handler` as the methods of `{full}`, with its endpoints for the registry: `service.handle({register}(handler))`."
     )?;
     writeln!(
         buf,
-        "pub fn {register}<H: {handler}>(server: &mut ::micro_core::Server, handler: H) -> ::core::result::Result<(), ::micro_core::Error> {{"
+        "pub fn {register}<H: {handler}>(handler: H) -> ::micro_core::server::Handler {{"
     )?;
     writeln!(buf, "    #[allow(unused_variables)]")?;
     writeln!(buf, "    let handler = ::std::sync::Arc::new(handler);")?;
     writeln!(
         buf,
-        "    let endpoints = ::micro_core::server::Handler::new({package:?}, {:?})",
+        "    ::micro_core::server::Handler::new({package:?}, {:?})",
         service.proto_name
     )?;
     writeln!(buf, "        .file_descriptor_set(FILE_DESCRIPTOR_SET)")?;
     for method in &service.methods {
-        write_route(buf, method, &shape(method, serde).0)?;
+        write_route(buf, method, shape(method).0)?;
     }
-    writeln!(buf, "        ;")?;
-    writeln!(buf, "    server.handle(endpoints)")?;
     writeln!(buf, "}}")?;
 
     // Client.
@@ -193,7 +240,7 @@ fn generate_service(service: &Service, serde: bool, buf: &mut String) -> std::fm
     writeln!(buf, "        &self.name")?;
     writeln!(buf, "    }}")?;
     for method in &service.methods {
-        write_client_method(buf, service, &full, method, &shape(method, serde).1)?;
+        write_client_method(buf, service, &full, method, shape(method).1)?;
     }
     writeln!(buf, "}}")?;
     Ok(())
@@ -255,55 +302,52 @@ fn write_client_method(
     call: &str,
 ) -> std::fmt::Result {
     let path = format!("/{full}/{}", method.proto_name);
-    let name = method.name.trim_start_matches("r#");
     let (input, output) = (&method.input_type, &method.output_type);
-    let stream_in = format!(
-        "impl ::micro_core::futures::Stream<Item = {input}> + ::core::marker::Send + 'static"
-    );
-    let (param, returns, what) = match (method.client_streaming, method.server_streaming) {
-        (false, false) => (format!("request: {input}"), output.clone(), "request"),
-        (false, true) => (
-            format!("request: {input}"),
-            format!("::micro_core::stream::Receiver<{output}>"),
-            "request",
-        ),
-        (true, false) => (format!("requests: {stream_in}"), output.clone(), "requests"),
-        (true, true) => (
-            format!("requests: {stream_in}"),
-            format!("::micro_core::stream::Receiver<{output}>"),
-            "requests",
-        ),
+    let receiver = format!("::micro_core::stream::Receiver<{output}>");
+    let (generics, param, returns, bounds, types) =
+        match (method.client_streaming, method.server_streaming) {
+            (false, false) => (
+                "",
+                format!("request: impl ::micro_core::IntoRequest<{input}>"),
+                output.clone(),
+                String::new(),
+                format!("{input}, {output}"),
+            ),
+            (false, true) => (
+                "",
+                format!("request: impl ::micro_core::IntoRequest<{input}>"),
+                receiver,
+                String::new(),
+                format!("{input}, {output}"),
+            ),
+            (true, streaming) => (
+                "",
+                format!("requests: impl ::micro_core::IntoStreamingRequest<Message = {input}>"),
+                if streaming { receiver } else { output.clone() },
+                String::new(),
+                format!("{input}, {output}"),
+            ),
+        };
+    let what = if method.client_streaming {
+        "requests"
+    } else {
+        "request"
     };
     writeln!(buf)?;
     doc_lines(buf, &method.comments.leading, "    ")?;
     writeln!(
         buf,
-        "    /// Calls `{}.{}` with the client's defaults.",
+        "    /// Calls `{}.{}`: pass the message, or a `micro_core::Request` with per-call options (timeout, metadata, JSON, node selection; from a handler, `ctx.call_options()`).",
         service.proto_name, method.proto_name
     )?;
     writeln!(
         buf,
-        "    pub async fn {}(&self, {param}) -> ::core::result::Result<{returns}, ::micro_core::Error> {{",
+        "    pub async fn {}{generics}(&self, {param}) -> ::core::result::Result<{returns}, ::micro_core::Error>{bounds} {{",
         method.name
     )?;
     writeln!(
         buf,
-        "        self.{name}_with({what}, ::micro_core::CallOptions::default()).await"
-    )?;
-    writeln!(buf, "    }}")?;
-    writeln!(buf)?;
-    writeln!(
-        buf,
-        "    /// Calls `{}.{}` with per-call options (timeout, metadata, codec, node selection; pass `ctx.call_options()` from a handler).",
-        service.proto_name, method.proto_name
-    )?;
-    writeln!(
-        buf,
-        "    pub async fn {name}_with(&self, {param}, options: ::micro_core::CallOptions) -> ::core::result::Result<{returns}, ::micro_core::Error> {{"
-    )?;
-    writeln!(
-        buf,
-        "        self.client.{call}(&self.name, {path:?}, {what}, options).await"
+        "        self.client.{call}::<{types}>(&self.name, {path:?}, {what}).await"
     )?;
     writeln!(buf, "    }}")?;
     Ok(())

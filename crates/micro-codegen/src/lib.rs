@@ -230,7 +230,6 @@ impl Builder {
             .extern_path(".google.protobuf", "::micro_core::pbjson_types")
             .include_file(INCLUDE_FILE)
             .service_generator(Box::new(generator::MicroGenerator {
-                serde: self.serde,
                 descriptors: prost::Message::encode_to_vec(&fds),
                 with_services: Default::default(),
             }));
@@ -241,7 +240,26 @@ impl Builder {
             );
             config.message_attribute(".", "#[serde(default)]");
         }
+        let packages: std::collections::BTreeSet<String> = fds
+            .file
+            .iter()
+            .map(|f| f.package().to_string())
+            .filter(|p| p != "google.protobuf")
+            .collect();
+        let set = fds.clone();
         config.compile_fds(fds)?;
+        for package in packages {
+            let mut impls = String::new();
+            // `write!` into a String cannot fail.
+            let _ = generator::write_message_impls(&set, &package, self.serde, &mut impls);
+            if impls.is_empty() {
+                continue;
+            }
+            let name = if package.is_empty() { "_" } else { &package };
+            let path = out_dir.join(format!("{name}.rs"));
+            let mut file = std::fs::OpenOptions::new().append(true).open(&path)?;
+            std::io::Write::write_all(&mut file, impls.as_bytes())?;
+        }
         for proto in protos {
             println!("cargo:rerun-if-changed={}", proto.as_ref().display());
         }

@@ -31,6 +31,40 @@ pub(crate) fn snake_case(name: &str) -> String {
     out
 }
 
+/// A Rust path for a message, as prost-build names it: nested messages live in a
+/// module named after their parent (`Outer.Inner` -> `outer::Inner`).
+pub(crate) fn message_path(parents: &[&str], name: &str) -> String {
+    use heck::{ToSnakeCase, ToUpperCamelCase};
+    let mut path: Vec<String> = parents
+        .iter()
+        .map(|p| sanitize(p.to_snake_case()))
+        .collect();
+    let mut type_name = name.to_upper_camel_case();
+    if type_name == "Self" {
+        type_name.push('_');
+    }
+    path.push(type_name);
+    path.join("::")
+}
+
+/// prost-build's escaping of a snake-case identifier that is a keyword.
+fn sanitize(ident: String) -> String {
+    const RAW: &[&str] = &[
+        "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "do",
+        "dyn", "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in",
+        "let", "loop", "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref",
+        "return", "static", "struct", "trait", "true", "try", "type", "typeof", "unsafe",
+        "unsized", "use", "virtual", "where", "while", "yield",
+    ];
+    if matches!(ident.as_str(), "self" | "super" | "crate") {
+        format!("{ident}_")
+    } else if RAW.contains(&ident.as_str()) {
+        format!("r#{ident}")
+    } else {
+        ident
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +77,8 @@ mod tests {
         assert_eq!(snake_case("VesselService"), "vessel_service");
         assert_eq!(snake_case("HTTPProxy"), "http_proxy");
         assert_eq!(snake_case("Greeter2Go"), "greeter2_go");
+        assert_eq!(message_path(&[], "Vessel"), "Vessel");
+        assert_eq!(message_path(&["Outer"], "Inner"), "outer::Inner");
+        assert_eq!(message_path(&["Type", "Mid"], "Leaf"), "r#type::mid::Leaf");
     }
 }

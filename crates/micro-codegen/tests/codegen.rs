@@ -1,8 +1,9 @@
 //! What micro-codegen writes, and how it reports broken protos.
 //!
-//! The snapshot is the generated code of `tests/proto/micro/test/v1/shapes.proto` (at
-//! the repository root, where the root crate also compiles and runs it). After an
-//! intended change to the generator, refresh it with
+//! The snapshot is the generated code of `tests/proto/micro/test/v1/shapes.proto` in
+//! this crate, micro-codegen's own copy of the sample protos (the root crate compiles
+//! and runs the same files from the repository root's `tests/proto`; a change to one
+//! copy belongs in both). After an intended change to the generator, refresh it with
 //! `UPDATE_SNAPSHOTS=1 cargo test -p micro-codegen`.
 
 // Panicking is how a test fails.
@@ -17,8 +18,9 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+/// The include directory of this crate's sample protos.
+fn protos() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/proto")
 }
 
 #[test]
@@ -26,10 +28,7 @@ fn generated_code_matches_the_snapshot() {
     let out = scratch("snapshot");
     micro_codegen::Builder::new()
         .out_dir(&out)
-        .compile(
-            &[root().join("tests/proto/micro/test/v1/shapes.proto")],
-            &[root().join("tests/proto")],
-        )
+        .compile(&[protos().join("micro/test/v1/shapes.proto")], &[protos()])
         .unwrap();
     for file in [
         "micro.test.v1.rs",
@@ -54,16 +53,37 @@ fn generated_code_matches_the_snapshot() {
     // protoc-gen-micro's names, and no unwraps in generated code.
     for name in [
         "pub trait ShapesHandler",
-        "pub fn register_shapes_handler",
+        "pub fn shapes_handler",
         "pub struct ShapesService",
         "pub struct PingService",
         "pub trait PingServiceHandler",
-        "pub fn register_ping_service_handler",
+        "pub fn ping_service_handler",
+        // Every message says it has a JSON form, nested ones included.
+        "::micro_core::json_message!(\n    Note,\n    note::Tag,\n    Summary,\n);",
         "pub const FILE_DESCRIPTOR_SET",
     ] {
         assert!(code.contains(name), "missing {name}");
     }
     assert!(!code.contains("unwrap()") && !code.contains("expect("));
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn without_serde_every_message_is_protobuf_only() {
+    let out = scratch("no-serde");
+    micro_codegen::Builder::new()
+        .serde(false)
+        .out_dir(&out)
+        .compile(&[protos().join("micro/test/v1/shapes.proto")], &[protos()])
+        .unwrap();
+    let code = std::fs::read_to_string(out.join("micro.test.v1.rs")).unwrap();
+    for message in ["Note", "note::Tag", "Summary"] {
+        let line = format!("impl ::micro_core::Message for {message} {{}}");
+        assert!(code.contains(&line), "missing {line}");
+    }
+    assert!(!code.contains("json_message!") && !code.contains("serde"));
+    let common = std::fs::read_to_string(out.join("micro.test.common.rs")).unwrap();
+    assert!(common.contains("impl ::micro_core::Message for Page {}"));
     let _ = std::fs::remove_dir_all(out);
 }
 

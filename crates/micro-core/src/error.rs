@@ -46,7 +46,7 @@ use tonic::Code;
 /// assert_eq!(status.code(), tonic::Code::NotFound);
 /// assert_eq!(Error::from(status), err);
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Error {
     /// Who raised it: a service name, or `go.micro.client` / `go.micro.server`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -109,15 +109,21 @@ impl Error {
         service_unavailable => 503;
     }
 
-    /// Reads an error from its JSON (go-micro's `errors.Parse`): text that is not error
-    /// JSON becomes the detail of an error with code 0.
+    /// Reads an error from its JSON (go-micro's `errors.Parse`). Text that is not
+    /// error JSON, or error JSON without a code, is a 500 whose detail is the text (go-micro
+    /// leaves the code 0; micro never hands out an error without one).
     pub fn parse(text: &str) -> Self {
         match serde_json::from_str::<Error>(text) {
-            Ok(e) if e.code != 0 || !e.id.is_empty() => e,
-            _ => Self {
-                detail: text.to_string(),
-                ..Self::default()
-            },
+            Ok(e) if e.code != 0 => e,
+            Ok(e) if !e.id.is_empty() => {
+                let detail = if e.detail.is_empty() {
+                    text.to_string()
+                } else {
+                    e.detail
+                };
+                Self::new(e.id, detail, 500)
+            }
+            _ => Self::new("", text, 500),
         }
     }
 
@@ -201,9 +207,10 @@ impl From<Error> for tonic::Status {
 
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
-        let parsed = Error::parse(status.message());
-        if parsed.code > 0 {
-            return parsed;
+        if let Ok(parsed) = serde_json::from_str::<Error>(status.message()) {
+            if parsed.code > 0 {
+                return parsed;
+            }
         }
         Error::new(
             "go.micro.client",
@@ -225,12 +232,6 @@ impl From<micro_registry::Error> for Error {
             }
             other => Error::internal_server_error("go.micro.registry", other.to_string()),
         }
-    }
-}
-
-impl From<micro_transport::TransportError> for Error {
-    fn from(err: micro_transport::TransportError) -> Self {
-        Error::internal_server_error("go.micro.transport", err.to_string())
     }
 }
 

@@ -9,64 +9,61 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::broker::{
-    BrokerError, Event, HEADER_CONTENT_TYPE, HEADER_ID, HEADER_TOPIC, Handler, HandlerFuture,
-    Message,
+    Broker, BrokerError, Event, HEADER_CONTENT_TYPE, HEADER_ID, HEADER_TOPIC, Handler,
+    HandlerFuture,
 };
-use crate::server::Json;
-use crate::{CallOptions, Client, ContentType, Context, Error, Metadata};
+use crate::codec::Message;
+use crate::{ContentType, Context, Error, IntoRequest, Metadata, Request};
 
 const PROTOBUF: &str = "application/protobuf";
 const JSON: &str = "application/json";
 
 /// Publishes messages of type `M` on one topic (go-micro's `micro.NewEvent`).
 ///
-/// ```no_run
-/// # async fn demo(client: micro_core::Client) -> Result<(), micro_core::Error> {
-/// use micro_core::event::Publisher;
+/// A [`Service`](crate::Service) hands out publishers through its broker:
 ///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// # #[derive(Clone, PartialEq, micro_core::prost::Message, micro_core::serde::Serialize, micro_core::serde::Deserialize)]
 /// # #[serde(crate = "micro_core::serde")]
 /// # struct Created { #[prost(string, tag = "1")] id: String }
-/// let created = Publisher::<Created>::new("consignment.created", client);
-/// created.publish(&Created { id: "c1".into() }).await?;
+/// # micro_core::json_message!(Created);
+/// let service = micro_core::Service::new("go.micro.srv.consignment")?;
+/// let created = service.publisher::<Created>("consignment.created");
+/// created.publish(Created { id: "c1".into() }).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Publisher<M> {
     topic: String,
-    client: Client,
+    broker: Arc<dyn Broker>,
     _message: PhantomData<fn(M)>,
 }
 
-impl<M> Publisher<M>
-where
-    M: prost::Message + Json,
-{
-    /// A publisher on `topic`, through `client`'s broker.
-    pub fn new(topic: impl Into<String>, client: Client) -> Self {
+impl<M: Message> Publisher<M> {
+    /// A publisher on `topic`, through `broker`.
+    pub fn new(topic: impl Into<String>, broker: Arc<dyn Broker>) -> Self {
         Self {
             topic: topic.into(),
-            client,
+            broker,
             _message: PhantomData,
         }
     }
 
-    /// Publishes `message` as protobuf.
-    pub async fn publish(&self, message: &M) -> Result<(), Error> {
-        self.publish_with(message, CallOptions::new()).await
-    }
-
-    /// Publishes `message` with options: metadata (pass `ctx.call_options()` from a
-    /// handler to forward the caller's) and the encoding (`.json()`).
-    pub async fn publish_with(&self, message: &M, options: CallOptions) -> Result<(), Error> {
+    /// Publishes `message`: a bare message (protobuf), or a [`Request`](crate::Request)
+    /// with options: metadata (pass `ctx.call_options()` from a handler to forward the
+    /// caller's) and the encoding (`.json()`).
+    pub async fn publish(&self, message: impl IntoRequest<M>) -> Result<(), Error> {
+        let Request { message, options } = message.into_request();
         let (content_type, body) = match options.content_type {
             ContentType::Proto => (PROTOBUF, message.encode_to_vec()),
-            ContentType::Json => (
-                JSON,
-                serde_json::to_vec(message).map_err(|e| {
-                    Error::internal_server_error("go.micro.broker", format!("encode: {e}"))
-                })?,
-            ),
+            ContentType::Json => {
+                let mut body = Vec::new();
+                message
+                    .write_json(&mut body)
+                    .map_err(|e| Error::bad_request("go.micro.broker", format!("encode: {e}")))?;
+                (JSON, body)
+            }
         };
         let mut header: std::collections::HashMap<String, String> = options
             .metadata
@@ -76,10 +73,9 @@ where
         header.insert(HEADER_CONTENT_TYPE.into(), content_type.into());
         header.insert(HEADER_TOPIC.into(), self.topic.clone());
         header.insert(HEADER_ID.into(), uuid::Uuid::new_v4().to_string());
-        let broker = self.client.broker();
-        broker.connect().await.map_err(broker_error)?;
-        broker
-            .publish(&self.topic, Message { header, body })
+        self.broker.connect().await.map_err(broker_error)?;
+        self.broker
+            .publish(&self.topic, crate::broker::Message { header, body })
             .await
             .map_err(broker_error)
     }
@@ -93,7 +89,7 @@ fn broker_error(e: BrokerError) -> Error {
 /// JSON, by its `Content-Type`) and passes its headers as the context's metadata.
 pub(crate) fn typed_handler<M, F, Fut>(handler: F) -> Handler
 where
-    M: prost::Message + Default + Json,
+    M: Message,
     F: Fn(Context, M) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Error>> + Send + 'static,
 {
@@ -107,7 +103,7 @@ where
                 .find(|(k, _)| k.eq_ignore_ascii_case(HEADER_CONTENT_TYPE))
                 .map_or(PROTOBUF, |(_, v)| v.as_str());
             let decoded: Result<M, String> = if content_type.contains("json") {
-                serde_json::from_slice(&event.message.body).map_err(|e| e.to_string())
+                M::read_json(&mut event.message.body.as_slice()).map_err(|e| e.to_string())
             } else {
                 M::decode(event.message.body.as_slice()).map_err(|e| e.to_string())
             };

@@ -3,7 +3,7 @@
 //!
 //! Server layers wrap [`HttpService`](crate::server::HttpService) and are added with
 //! [`Server::layer`](crate::Server::layer); client layers wrap
-//! [`HttpClient`](crate::HttpClient) and are added with
+//! [`HttpClient`](crate::client::HttpClient) and are added with
 //! [`ClientBuilder::layer`](crate::ClientBuilder::layer). Any tower layer whose service
 //! keeps the request and response types fits (timeouts, concurrency limits, ...).
 //!
@@ -11,11 +11,10 @@
 //! use micro_core::layers::{LogLayer, TokenAuthLayer};
 //! use micro_core::Service;
 //!
-//! let mut service = Service::new("go.micro.srv.greeter");
-//! service
-//!     .server()
+//! let service = Service::new("go.micro.srv.greeter")?
 //!     .layer(TokenAuthLayer::new(["s3cret"])) // runs second
 //!     .layer(LogLayer);                      // runs first: logs refused calls too
+//! # Ok::<(), micro_core::ServiceError>(())
 //! ```
 //!
 //! A caller then sends the token as metadata:

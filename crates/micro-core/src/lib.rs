@@ -4,10 +4,10 @@
 //! with `micro-codegen` in `build.rs`, and:
 //!
 //! ```ignore
-//! use micro_core::{Context, Error, Service};
+//! use micro_core::{Context, Error, Service, ServiceError};
 //!
 //! mod greeter { micro_core::include_proto!("greeter"); }
-//! use greeter::{register_greeter_handler, GreeterHandler, Request, Response};
+//! use greeter::{greeter_handler, GreeterHandler, Request, Response};
 //!
 //! struct Greeter;
 //!
@@ -19,15 +19,17 @@
 //! }
 //!
 //! #[tokio::main]
-//! async fn main() -> Result<(), Error> {
-//!     let mut service = Service::new("go.micro.srv.greeter");
-//!     register_greeter_handler(service.server(), Greeter)?;
-//!     service.run().await // picks a port, registers, serves, deregisters on SIGTERM
+//! async fn main() -> Result<(), ServiceError> {
+//!     Service::new("go.micro.srv.greeter")?    // reads MICRO_* once; a bad value fails here
+//!         .handle(greeter_handler(Greeter))?
+//!         .run()                                // picks a port, registers, serves,
+//!         .await                                // deregisters on SIGTERM
 //! }
 //! ```
 //!
 //! A client elsewhere calls it by name, never by address:
-//! `GreeterService::new("go.micro.srv.greeter", service.client()).hello(req).await`.
+//! `GreeterService::new("go.micro.srv.greeter", service.client()).hello(req).await`;
+//! per-call options go with the message: `.hello(micro_core::Request::new(req, options))`.
 //!
 //! The parts, each behind a trait with real implementations:
 //!
@@ -48,35 +50,43 @@
 //! | `tls` | no | `transport::TlsTransport`: TLS and mutual TLS with rustls |
 //! | `nats` | no | `broker::NatsBroker`: events through NATS, as go-micro lays them out |
 //!
-//! Environment, as go-micro reads it: `MICRO_REGISTRY` (`mdns`, `memory`),
+//! Environment, as go-micro reads it, once, into a [`Config`]: `MICRO_REGISTRY`,
 //! `MICRO_REGISTRY_ADDRESS`, `MICRO_SERVER_ADDRESS` (`:50051`), `MICRO_SERVER_ADVERTISE`,
-//! `MICRO_REGISTER_INTERVAL` and `MICRO_REGISTER_TTL` (seconds; 30 and 90 by default),
-//! `MICRO_MDNS_INTERFACES` (`all`, `loopback`, or interface names).
+//! `MICRO_REGISTER_INTERVAL` and `MICRO_REGISTER_TTL`, `MICRO_MDNS_INTERFACES`,
+//! `MICRO_BROKER`, `MICRO_BROKER_ADDRESS` (see [`config`]).
+//!
+//! Two error types: [`Error`] is go-micro's wire error, which handlers return and
+//! callers receive; [`ServiceError`] is why a service could not start or serve, with
+//! its cause as `source()`.
 
+// Modules lowest first: each uses only those above it in this list.
 mod addr;
 pub mod broker;
-mod client;
+pub mod client;
+pub mod codec;
+pub mod config;
 mod context;
-mod error;
+pub mod error;
 pub mod event;
+mod grpc_timeout;
 pub mod layers;
+mod request;
 pub mod selector;
 pub mod server;
 mod service;
+mod service_error;
 pub mod stream;
 mod unavailable;
 
-pub use client::{
-    Client, ClientBuilder, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRIES, HttpClient, LayerError,
-    default_backoff,
-};
+pub use client::{Client, ClientBuilder};
+pub use codec::Message;
+pub use config::{Config, ConfigError};
 pub use context::{CallOptions, ContentType, Context, Metadata};
-pub use error::{Error, http_code};
+pub use error::Error;
+pub use request::{IntoRequest, IntoStreamingRequest, Request};
 pub use server::Server;
-pub use service::{
-    DEFAULT_REGISTER_INTERVAL, DEFAULT_REGISTER_TTL, ENV_REGISTER_INTERVAL, ENV_REGISTER_TTL,
-    ENV_SERVER_ADDRESS, ENV_SERVER_ADVERTISE, Service, shutdown_signal,
-};
+pub use service::{Service, shutdown_signal};
+pub use service_error::ServiceError;
 
 pub use micro_registry as registry;
 pub use micro_transport as transport;

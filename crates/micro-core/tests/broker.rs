@@ -14,7 +14,7 @@ use micro_core::broker::{
 use micro_core::event::Publisher;
 use micro_core::registry::{MemoryRegistry, Registry};
 use micro_core::transport::TcpTransport;
-use micro_core::{Client, Context, Error, Service};
+use micro_core::{Context, Error, Service};
 
 fn counter(count: Arc<AtomicUsize>) -> micro_core::broker::Handler {
     handler(move |_: Event| {
@@ -245,6 +245,7 @@ struct Created {
     #[prost(int32, tag = "2")]
     weight: i32,
 }
+micro_core::json_message!(Created);
 
 #[tokio::test]
 async fn typed_events_between_services() {
@@ -253,17 +254,17 @@ async fn typed_events_between_services() {
     type Received = Vec<(Created, Option<String>)>;
     let received: Arc<std::sync::Mutex<Received>> = Arc::default();
     let record = Arc::clone(&received);
-    let mut service = Service::new("listener")
+    let service = Service::from_config("listener", micro_core::Config::default())
         .address("127.0.0.1:0")
-        .registry(Arc::clone(&registry));
-    service.subscribe("created", move |ctx: Context, created: Created| {
-        let record = Arc::clone(&record);
-        async move {
-            let id = ctx.metadata().get("micro-id").map(String::from);
-            record.lock().unwrap().push((created, id));
-            Ok::<(), Error>(())
-        }
-    });
+        .registry(Arc::clone(&registry))
+        .subscribe("created", move |ctx: Context, created: Created| {
+            let record = Arc::clone(&record);
+            async move {
+                let id = ctx.metadata().get("micro-id").map(String::from);
+                record.lock().unwrap().push((created, id));
+                Ok::<(), Error>(())
+            }
+        });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(service.run_until(async move {
         let _ = stopped.await;
@@ -271,23 +272,26 @@ async fn typed_events_between_services() {
     while registry.get_service("micro.broker").await.is_err() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let client = Client::new(Arc::clone(&registry), Arc::new(TcpTransport::default()));
-    let publisher = Publisher::<Created>::new("created", client);
+    let broker = Arc::new(RegistryBroker::new(
+        Arc::clone(&registry),
+        Arc::new(TcpTransport::default()),
+    ));
+    let publisher = Publisher::<Created>::new("created", broker);
     publisher
-        .publish(&Created {
+        .publish(Created {
             id: "c1".into(),
             weight: 5,
         })
         .await
         .unwrap();
     publisher
-        .publish_with(
-            &Created {
+        .publish(micro_core::Request::new(
+            Created {
                 id: "c2".into(),
                 weight: 7,
             },
             micro_core::CallOptions::new().json(),
-        )
+        ))
         .await
         .unwrap();
     eventually("two events", || received.lock().unwrap().len() == 2).await;

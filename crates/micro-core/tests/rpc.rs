@@ -3,13 +3,15 @@
 // Panicking is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use micro_core::registry::{MemoryRegistry, Registry};
 use micro_core::server::Handler;
 use micro_core::transport::TcpTransport;
-use micro_core::{CallOptions, Client, Context, Error, Service};
+use micro_core::{CallOptions, Client, Context, Error, Request, Service};
 
 #[derive(
     Clone, PartialEq, prost::Message, micro_core::serde::Serialize, micro_core::serde::Deserialize,
@@ -19,6 +21,7 @@ struct Ping {
     #[prost(string, tag = "1")]
     msg: String,
 }
+micro_core::json_message!(Ping);
 
 fn echo_handler() -> Handler {
     Handler::new("test.echo", "Echo").unary(
@@ -44,23 +47,14 @@ async fn start() -> (
     Arc<dyn Registry>,
     Client,
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), Error>>,
+    tokio::task::JoinHandle<Result<(), micro_core::ServiceError>>,
 ) {
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let mut service = Service::new("test.echo")
-        .address("127.0.0.1:0")
-        .registry(Arc::clone(&registry));
-    service.server().handle(echo_handler()).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(service.run_until(async move {
-        let _ = stopped.await;
-    }));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while registry.get_service("test.echo").await.is_err() {
-        assert!(Instant::now() < deadline, "service never registered");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let client = Client::new(Arc::clone(&registry), Arc::new(TcpTransport::default()));
+    let registry = support::registry();
+    let support::Running { stop, task } = support::start("test.echo", &registry, |s| {
+        s.handle(echo_handler()).unwrap()
+    })
+    .await;
+    let client = support::client(&registry);
     (registry, client, stop, task)
 }
 
@@ -77,8 +71,7 @@ async fn calls_by_name_with_proto_and_go_micro_paths() {
         .call(
             "test.echo",
             "/test.echo.Echo/Say",
-            Ping { msg: "hi".into() },
-            CallOptions::new(),
+            Request::new(Ping { msg: "hi".into() }, CallOptions::new()),
         )
         .await
         .unwrap();
@@ -89,8 +82,7 @@ async fn calls_by_name_with_proto_and_go_micro_paths() {
         .call(
             "test.echo",
             "/go.micro.srv.other.Echo/Say",
-            Ping { msg: "go".into() },
-            CallOptions::new(),
+            Request::new(Ping { msg: "go".into() }, CallOptions::new()),
         )
         .await
         .unwrap();
@@ -100,8 +92,10 @@ async fn calls_by_name_with_proto_and_go_micro_paths() {
         .call(
             "test.echo",
             "/test.echo.Echo/Say",
-            Ping { msg: "who".into() },
-            CallOptions::new().metadata("X-User", "alice"),
+            Request::new(
+                Ping { msg: "who".into() },
+                CallOptions::new().metadata("X-User", "alice"),
+            ),
         )
         .await
         .unwrap();
@@ -125,10 +119,12 @@ async fn handler_errors_arrive_whole() {
         .call::<_, Ping>(
             "test.echo",
             "/test.echo.Echo/Say",
-            Ping {
-                msg: "missing".into(),
-            },
-            CallOptions::new(),
+            Request::new(
+                Ping {
+                    msg: "missing".into(),
+                },
+                CallOptions::new(),
+            ),
         )
         .await
         .unwrap_err();
@@ -138,8 +134,7 @@ async fn handler_errors_arrive_whole() {
         .call::<_, Ping>(
             "test.echo",
             "/test.echo.Echo/Nope",
-            Ping::default(),
-            CallOptions::new(),
+            Request::new(Ping::default(), CallOptions::new()),
         )
         .await
         .unwrap_err();
@@ -159,8 +154,7 @@ async fn unknown_service_fails_fast_and_names_the_service() {
         .call::<_, Ping>(
             "go.micro.srv.nowhere",
             "/x.Echo/Say",
-            Ping::default(),
-            CallOptions::new(),
+            Request::new(Ping::default(), CallOptions::new()),
         )
         .await
         .unwrap_err();
@@ -179,8 +173,8 @@ async fn a_dead_node_is_skipped_for_a_live_one() {
         .unwrap()
         .port();
     let dead = micro_core::registry::Service::new("test.echo")
-        .with_version("latest")
-        .with_node(micro_core::registry::Node::new(
+        .version("latest")
+        .node(micro_core::registry::Node::new(
             "test.echo-dead",
             format!("127.0.0.1:{dead_port}"),
         ));
@@ -191,8 +185,7 @@ async fn a_dead_node_is_skipped_for_a_live_one() {
             .call(
                 "test.echo",
                 "/test.echo.Echo/Say",
-                Ping { msg: "x".into() },
-                CallOptions::new(),
+                Request::new(Ping { msg: "x".into() }, CallOptions::new()),
             )
             .await
             .unwrap();
@@ -204,12 +197,15 @@ async fn a_dead_node_is_skipped_for_a_live_one() {
 
 #[tokio::test]
 async fn a_bad_listen_address_is_an_error_not_a_panic() {
-    let mut service = Service::new("test.bad")
+    let service = Service::from_config("test.bad", micro_core::Config::default())
         .address("256.0.0.1:1")
-        .registry(Arc::new(MemoryRegistry::new()));
-    service.server().handle(echo_handler()).unwrap();
+        .registry(Arc::new(MemoryRegistry::new()))
+        .handle(echo_handler())
+        .unwrap();
     let err = service.run_until(async {}).await.unwrap_err();
-    assert!(err.detail.contains("256.0.0.1:1"), "{err}");
+    assert!(err.to_string().contains("256.0.0.1:1"), "{err}");
+    // The cause is kept, not flattened into text.
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
 }
 
 /// TCP, counting dials per address.
@@ -255,8 +251,8 @@ async fn a_node_that_refused_a_connection_is_passed_over() {
         .port();
     let dead_address = format!("127.0.0.1:{dead_port}");
     let dead = micro_core::registry::Service::new("test.echo")
-        .with_version("latest")
-        .with_node(micro_core::registry::Node::new(
+        .version("latest")
+        .node(micro_core::registry::Node::new(
             "test.echo-dead",
             dead_address.clone(),
         ));
@@ -268,8 +264,7 @@ async fn a_node_that_refused_a_connection_is_passed_over() {
             .call(
                 "test.echo",
                 "/test.echo.Echo/Say",
-                Ping { msg: "x".into() },
-                CallOptions::new(),
+                Request::new(Ping { msg: "x".into() }, CallOptions::new()),
             )
             .await
             .unwrap();

@@ -3,15 +3,17 @@
 // Panicking is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use micro_core::registry::{MemoryRegistry, Registry};
+use micro_core::registry::Registry;
 use micro_core::server::Handler;
 use micro_core::transport::{TlsOptions, TlsTransport};
-use micro_core::{CallOptions, Client, Context, Error, Service};
+use micro_core::{CallOptions, Client, Context, Error, Request};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
 
 #[derive(
@@ -22,6 +24,7 @@ struct Ping {
     #[prost(string, tag = "1")]
     msg: String,
 }
+micro_core::json_message!(Ping);
 
 struct Pki {
     ca: String,
@@ -63,13 +66,9 @@ async fn serve(
 ) -> (
     Arc<dyn Registry>,
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), Error>>,
+    tokio::task::JoinHandle<Result<(), micro_core::ServiceError>>,
 ) {
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let mut service = Service::new("test.tls")
-        .address("127.0.0.1:0")
-        .registry(Arc::clone(&registry))
-        .transport(Arc::new(transport));
+    let registry = support::registry();
     let handler = Handler::new("test.tls", "Echo").unary(
         "Say",
         "Ping",
@@ -82,14 +81,11 @@ async fn serve(
             }
         },
     );
-    service.server().handle(handler).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(service.run_until(async move {
-        let _ = stopped.await;
-    }));
-    while registry.get_service("test.tls").await.is_err() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let support::Running { stop, task } =
+        support::start_on("test.tls", &registry, Arc::new(transport), |s| {
+            s.handle(handler).unwrap()
+        })
+        .await;
     (registry, stop, task)
 }
 
@@ -99,12 +95,14 @@ async fn call(registry: &Arc<dyn Registry>, transport: TlsTransport) -> Result<P
         .call(
             "test.tls",
             "/test.tls.Echo/Say",
-            Ping {
-                msg: "secret".into(),
-            },
-            CallOptions::new()
-                .timeout(Duration::from_secs(3))
-                .retries(1),
+            Request::new(
+                Ping {
+                    msg: "secret".into(),
+                },
+                CallOptions::new()
+                    .timeout(Duration::from_secs(3))
+                    .retries(1),
+            ),
         )
         .await
 }

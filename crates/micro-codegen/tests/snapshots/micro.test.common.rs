@@ -11,3 +11,7 @@ pub struct Page {
     #[prost(string, tag = "2")]
     pub token: ::micro_core::prost::alloc::string::String,
 }
+
+::micro_core::json_message!(
+    Page,
+);

@@ -90,7 +90,7 @@ impl Kind {
 }
 /// Exercises every RPC shape.
 ///
-/// Server side of `micro.test.v1.Shapes`: implement it and serve it with [`register_shapes_handler`].
+/// Server side of `micro.test.v1.Shapes`: implement it and serve it with `service.handle(shapes_handler(handler))`.
 #[::micro_core::async_trait]
 pub trait ShapesHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     /// One in, one out.
@@ -128,14 +128,11 @@ pub trait ShapesHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
         responses: ::micro_core::stream::Sender<Note>,
     ) -> ::core::result::Result<(), ::micro_core::Error>;
 }
-/// Serves `handler` as `micro.test.v1.Shapes` on `server`, and lists its endpoints for the registry.
-pub fn register_shapes_handler<H: ShapesHandler>(
-    server: &mut ::micro_core::Server,
-    handler: H,
-) -> ::core::result::Result<(), ::micro_core::Error> {
+/// `handler` as the methods of `micro.test.v1.Shapes`, with its endpoints for the registry: `service.handle(shapes_handler(handler))`.
+pub fn shapes_handler<H: ShapesHandler>(handler: H) -> ::micro_core::server::Handler {
     #[allow(unused_variables)]
     let handler = ::std::sync::Arc::new(handler);
-    let endpoints = ::micro_core::server::Handler::new("micro.test.v1", "Shapes")
+    ::micro_core::server::Handler::new("micro.test.v1", "Shapes")
         .file_descriptor_set(FILE_DESCRIPTOR_SET)
         .unary(
             "Echo",
@@ -195,8 +192,7 @@ pub fn register_shapes_handler<H: ShapesHandler>(
                     async move { handler.chat(ctx, requests, responses).await }
                 }
             },
-        );
-    server.handle(endpoints)
+        )
 }
 /// Client of `micro.test.v1.Shapes`: calls the service registered under a name.
 #[derive(Clone, Debug)]
@@ -218,109 +214,64 @@ impl ShapesService {
     }
     /// One in, one out.
     ///
-    /// Calls `Shapes.Echo` with the client's defaults.
+    /// Calls `Shapes.Echo`: pass the message, or a `micro_core::Request` with per-call options (timeout, metadata, JSON, node selection; from a handler, `ctx.call_options()`).
     pub async fn echo(
         &self,
-        request: Note,
-    ) -> ::core::result::Result<Note, ::micro_core::Error> {
-        self.echo_with(request, ::micro_core::CallOptions::default()).await
-    }
-    /// Calls `Shapes.Echo` with per-call options (timeout, metadata, codec, node selection; pass `ctx.call_options()` from a handler).
-    pub async fn echo_with(
-        &self,
-        request: Note,
-        options: ::micro_core::CallOptions,
+        request: impl ::micro_core::IntoRequest<Note>,
     ) -> ::core::result::Result<Note, ::micro_core::Error> {
         self.client
-            .call(&self.name, "/micro.test.v1.Shapes/Echo", request, options)
+            .call::<Note, Note>(&self.name, "/micro.test.v1.Shapes/Echo", request)
             .await
     }
     /// One in, a stream out.
     ///
-    /// Calls `Shapes.List` with the client's defaults.
+    /// Calls `Shapes.List`: pass the message, or a `micro_core::Request` with per-call options (timeout, metadata, JSON, node selection; from a handler, `ctx.call_options()`).
     pub async fn list(
         &self,
-        request: super::common::Page,
-    ) -> ::core::result::Result<
-        ::micro_core::stream::Receiver<Note>,
-        ::micro_core::Error,
-    > {
-        self.list_with(request, ::micro_core::CallOptions::default()).await
-    }
-    /// Calls `Shapes.List` with per-call options (timeout, metadata, codec, node selection; pass `ctx.call_options()` from a handler).
-    pub async fn list_with(
-        &self,
-        request: super::common::Page,
-        options: ::micro_core::CallOptions,
+        request: impl ::micro_core::IntoRequest<super::common::Page>,
     ) -> ::core::result::Result<
         ::micro_core::stream::Receiver<Note>,
         ::micro_core::Error,
     > {
         self.client
-            .server_streaming(&self.name, "/micro.test.v1.Shapes/List", request, options)
+            .server_streaming::<
+                super::common::Page,
+                Note,
+            >(&self.name, "/micro.test.v1.Shapes/List", request)
             .await
     }
     /// A stream in, one out.
     ///
-    /// Calls `Shapes.Collect` with the client's defaults.
+    /// Calls `Shapes.Collect`: pass the message, or a `micro_core::Request` with per-call options (timeout, metadata, JSON, node selection; from a handler, `ctx.call_options()`).
     pub async fn collect(
         &self,
-        requests: impl ::micro_core::futures::Stream<
-            Item = Note,
-        > + ::core::marker::Send + 'static,
-    ) -> ::core::result::Result<Summary, ::micro_core::Error> {
-        self.collect_with(requests, ::micro_core::CallOptions::default()).await
-    }
-    /// Calls `Shapes.Collect` with per-call options (timeout, metadata, codec, node selection; pass `ctx.call_options()` from a handler).
-    pub async fn collect_with(
-        &self,
-        requests: impl ::micro_core::futures::Stream<
-            Item = Note,
-        > + ::core::marker::Send + 'static,
-        options: ::micro_core::CallOptions,
+        requests: impl ::micro_core::IntoStreamingRequest<Message = Note>,
     ) -> ::core::result::Result<Summary, ::micro_core::Error> {
         self.client
-            .client_streaming(
-                &self.name,
-                "/micro.test.v1.Shapes/Collect",
-                requests,
-                options,
-            )
+            .client_streaming::<
+                Note,
+                Summary,
+            >(&self.name, "/micro.test.v1.Shapes/Collect", requests)
             .await
     }
     /// Streams both ways.
     ///
-    /// Calls `Shapes.Chat` with the client's defaults.
+    /// Calls `Shapes.Chat`: pass the message, or a `micro_core::Request` with per-call options (timeout, metadata, JSON, node selection; from a handler, `ctx.call_options()`).
     pub async fn chat(
         &self,
-        requests: impl ::micro_core::futures::Stream<
-            Item = Note,
-        > + ::core::marker::Send + 'static,
-    ) -> ::core::result::Result<
-        ::micro_core::stream::Receiver<Note>,
-        ::micro_core::Error,
-    > {
-        self.chat_with(requests, ::micro_core::CallOptions::default()).await
-    }
-    /// Calls `Shapes.Chat` with per-call options (timeout, metadata, codec, node selection; pass `ctx.call_options()` from a handler).
-    pub async fn chat_with(
-        &self,
-        requests: impl ::micro_core::futures::Stream<
-            Item = Note,
-        > + ::core::marker::Send + 'static,
-        options: ::micro_core::CallOptions,
+        requests: impl ::micro_core::IntoStreamingRequest<Message = Note>,
     ) -> ::core::result::Result<
         ::micro_core::stream::Receiver<Note>,
         ::micro_core::Error,
     > {
         self.client
-            .streaming(&self.name, "/micro.test.v1.Shapes/Chat", requests, options)
+            .streaming::<Note, Note>(&self.name, "/micro.test.v1.Shapes/Chat", requests)
             .await
     }
 }
 /// A service already named "...Service": its client keeps the name.
 ///
-/// Server side of `micro.test.v1.PingService`: implement it and serve it with [`register_ping_service_handler`].
+/// Server side of `micro.test.v1.PingService`: implement it and serve it with `service.handle(ping_service_handler(handler))`.
 #[::micro_core::async_trait]
 pub trait PingServiceHandler: ::core::marker::Send + ::core::marker::Sync + 'static {
     /// Serves `PingService.Ping`.
@@ -330,14 +281,13 @@ pub trait PingServiceHandler: ::core::marker::Send + ::core::marker::Sync + 'sta
         request: ::micro_core::pbjson_types::Empty,
     ) -> ::core::result::Result<::micro_core::pbjson_types::Empty, ::micro_core::Error>;
 }
-/// Serves `handler` as `micro.test.v1.PingService` on `server`, and lists its endpoints for the registry.
-pub fn register_ping_service_handler<H: PingServiceHandler>(
-    server: &mut ::micro_core::Server,
+/// `handler` as the methods of `micro.test.v1.PingService`, with its endpoints for the registry: `service.handle(ping_service_handler(handler))`.
+pub fn ping_service_handler<H: PingServiceHandler>(
     handler: H,
-) -> ::core::result::Result<(), ::micro_core::Error> {
+) -> ::micro_core::server::Handler {
     #[allow(unused_variables)]
     let handler = ::std::sync::Arc::new(handler);
-    let endpoints = ::micro_core::server::Handler::new("micro.test.v1", "PingService")
+    ::micro_core::server::Handler::new("micro.test.v1", "PingService")
         .file_descriptor_set(FILE_DESCRIPTOR_SET)
         .unary(
             "Ping",
@@ -353,8 +303,7 @@ pub fn register_ping_service_handler<H: PingServiceHandler>(
                     async move { handler.ping(ctx, request).await }
                 }
             },
-        );
-    server.handle(endpoints)
+        )
 }
 /// Client of `micro.test.v1.PingService`: calls the service registered under a name.
 #[derive(Clone, Debug)]
@@ -374,23 +323,24 @@ impl PingService {
     pub fn name(&self) -> &str {
         &self.name
     }
-    /// Calls `PingService.Ping` with the client's defaults.
+    /// Calls `PingService.Ping`: pass the message, or a `micro_core::Request` with per-call options (timeout, metadata, JSON, node selection; from a handler, `ctx.call_options()`).
     pub async fn ping(
         &self,
-        request: ::micro_core::pbjson_types::Empty,
-    ) -> ::core::result::Result<::micro_core::pbjson_types::Empty, ::micro_core::Error> {
-        self.ping_with(request, ::micro_core::CallOptions::default()).await
-    }
-    /// Calls `PingService.Ping` with per-call options (timeout, metadata, codec, node selection; pass `ctx.call_options()` from a handler).
-    pub async fn ping_with(
-        &self,
-        request: ::micro_core::pbjson_types::Empty,
-        options: ::micro_core::CallOptions,
+        request: impl ::micro_core::IntoRequest<::micro_core::pbjson_types::Empty>,
     ) -> ::core::result::Result<::micro_core::pbjson_types::Empty, ::micro_core::Error> {
         self.client
-            .call(&self.name, "/micro.test.v1.PingService/Ping", request, options)
+            .call::<
+                ::micro_core::pbjson_types::Empty,
+                ::micro_core::pbjson_types::Empty,
+            >(&self.name, "/micro.test.v1.PingService/Ping", request)
             .await
     }
 }
 /// The encoded `FileDescriptorSet` of the protos compiled with this package, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = b"\x0a\xbe\x01\x0a\x1bgoogle/protobuf/empty.proto\x12\x0fgoogle.protobuf\"\x07\x0a\x05EmptyB}\x0a\x13com.google.protobufB\x0aEmptyProtoP\x01Z.google.golang.org/protobuf/types/known/emptypb\xf8\x01\x01\xa2\x02\x03GPB\xaa\x02\x1eGoogle.Protobuf.WellKnownTypesb\x06proto3\x0a\xff\x01\x0a\x1fgoogle/protobuf/timestamp.proto\x12\x0fgoogle.protobuf\";\x0a\x09Timestamp\x12\x18\x0a\x07seconds\x18\x01 \x01(\x03R\x07seconds\x12\x14\x0a\x05nanos\x18\x02 \x01(\x05R\x05nanosB\x85\x01\x0a\x13com.google.protobufB\x0eTimestampProtoP\x01Z2google.golang.org/protobuf/types/known/timestamppb\xf8\x01\x01\xa2\x02\x03GPB\xaa\x02\x1eGoogle.Protobuf.WellKnownTypesb\x06proto3\x0a\xf2\x02\x0a\x1emicro/test/common/common.proto\x12\x11micro.test.common\"0\x0a\x04Page\x12\x12\x0a\x04size\x18\x01 \x01(\x05R\x04size\x12\x14\x0a\x05token\x18\x02 \x01(\x09R\x05tokenJ\x82\x02\x0a\x06\x12\x04\x01\x00\x09\x01\x0a\x08\x0a\x01\x02\x12\x03\x03\x00\x1a\x0a \x0a\x02\x04\x00\x12\x04\x06\x00\x09\x01\x1a\x14 A page of results.\x0a\x0a\x0a\x0a\x03\x04\x00\x01\x12\x03\x06\x08\x0c\x0a\x0b\x0a\x04\x04\x00\x02\x00\x12\x03\x07\x02\x11\x0a\x0c\x0a\x05\x04\x00\x02\x00\x01\x12\x03\x07\x08\x0c\x0a\x0c\x0a\x05\x04\x00\x02\x00\x03\x12\x03\x07\x0f\x10\x0a\x0c\x0a\x05\x04\x00\x02\x00\x05\x12\x03\x07\x02\x07\x0a\x0b\x0a\x04\x04\x00\x02\x01\x12\x03\x08\x02\x13\x0a\x0c\x0a\x05\x04\x00\x02\x01\x01\x12\x03\x08\x09\x0e\x0a\x0c\x0a\x05\x04\x00\x02\x01\x03\x12\x03\x08\x11\x12\x0a\x0c\x0a\x05\x04\x00\x02\x01\x05\x12\x03\x08\x02\x08\x0aR\x0a\x01\x0c\x12\x03\x01\x00\x12\x1aH Shared messages, in a package of their own (imported by shapes.proto).\x0ab\x06proto3\x0a\xfc\x11\x0a\x1amicro/test/v1/shapes.proto\x12\x0dmicro.test.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1emicro/test/common/common.proto\"\xf2\x01\x0a\x04Note\x12\x12\x0a\x04text\x18\x01 \x01(\x09R\x04text\x12*\x0a\x02at\x18\x02 \x01(\x0b2\x1a.google.protobuf.TimestampR\x02at\x12'\x0a\x04kind\x18\x03 \x01(\x0e2\x13.micro.test.v1.KindR\x04kind\x12+\x0a\x04tags\x18\x04 \x03(\x0b2\x17.micro.test.v1.Note.TagR\x04tags\x12\x18\x0a\x06number\x18\x05 \x01(\x03H\x00R\x06number\x12\x16\x0a\x05label\x18\x06 \x01(\x09H\x00R\x05label\x1a\x19\x0a\x03Tag\x12\x12\x0a\x04name\x18\x01 \x01(\x09R\x04nameB\x07\x0a\x05extra\"7\x0a\x07Summary\x12\x14\x0a\x05count\x18\x01 \x01(\x05R\x05count\x12\x16\x0a\x06joined\x18\x02 \x01(\x09R\x06joined*+\x0a\x04Kind\x12\x14\x0a\x10KIND_UNSPECIFIED\x10\x00\x12\x0d\x0a\x09KIND_LOUD\x10\x012\xe2\x01\x0a\x06Shapes\x120\x0a\x04Echo\x12\x13.micro.test.v1.Note\x1a\x13.micro.test.v1.Note\x126\x0a\x04List\x12\x17.micro.test.common.Page\x1a\x13.micro.test.v1.Note0\x01\x128\x0a\x07Collect\x12\x13.micro.test.v1.Note\x1a\x16.micro.test.v1.Summary(\x01\x124\x0a\x04Chat\x12\x13.micro.test.v1.Note\x1a\x13.micro.test.v1.Note(\x010\x012E\x0a\x0bPingService\x126\x0a\x04Ping\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.EmptyJ\xe1\x0b\x0a\x06\x12\x04\x02\x001\x01\x0a\x08\x0a\x01\x02\x12\x03\x04\x00\x16\x0a\x09\x0a\x02\x03\x00\x12\x03\x06\x00%\x0a\x09\x0a\x02\x03\x01\x12\x03\x07\x00)\x0a\x09\x0a\x02\x03\x02\x12\x03\x08\x00(\x0a\x0a\x0a\x02\x04\x00\x12\x04 \x00,\x01\x0a\x0a\x0a\x03\x04\x00\x01\x12\x03 \x08\x0c\x0a\x0b\x0a\x04\x04\x00\x02\x00\x12\x03$\x02\x12\x0a\x0c\x0a\x05\x04\x00\x02\x00\x01\x12\x03$\x09\x0d\x0a\x0c\x0a\x05\x04\x00\x02\x00\x03\x12\x03$\x10\x11\x0a\x0c\x0a\x05\x04\x00\x02\x00\x05\x12\x03$\x02\x08\x0a\x0b\x0a\x04\x04\x00\x02\x01\x12\x03%\x02#\x0a\x0c\x0a\x05\x04\x00\x02\x01\x01\x12\x03%\x1c\x1e\x0a\x0c\x0a\x05\x04\x00\x02\x01\x03\x12\x03%!\"\x0a\x0c\x0a\x05\x04\x00\x02\x01\x06\x12\x03%\x02\x1b\x0a\x0b\x0a\x04\x04\x00\x02\x02\x12\x03&\x02\x10\x0a\x0c\x0a\x05\x04\x00\x02\x02\x01\x12\x03&\x07\x0b\x0a\x0c\x0a\x05\x04\x00\x02\x02\x03\x12\x03&\x0e\x0f\x0a\x0c\x0a\x05\x04\x00\x02\x02\x06\x12\x03&\x02\x06\x0a\x0b\x0a\x04\x04\x00\x02\x03\x12\x03'\x02\x18\x0a\x0c\x0a\x05\x04\x00\x02\x03\x01\x12\x03'\x0f\x13\x0a\x0c\x0a\x05\x04\x00\x02\x03\x03\x12\x03'\x16\x17\x0a\x0c\x0a\x05\x04\x00\x02\x03\x04\x12\x03'\x02\x0a\x0a\x0c\x0a\x05\x04\x00\x02\x03\x06\x12\x03'\x0b\x0e\x0a\x0b\x0a\x04\x04\x00\x02\x04\x12\x03)\x04\x15\x0a\x0c\x0a\x05\x04\x00\x02\x04\x01\x12\x03)\x0a\x10\x0a\x0c\x0a\x05\x04\x00\x02\x04\x03\x12\x03)\x13\x14\x0a\x0c\x0a\x05\x04\x00\x02\x04\x05\x12\x03)\x04\x09\x0a\x0b\x0a\x04\x04\x00\x02\x05\x12\x03*\x04\x15\x0a\x0c\x0a\x05\x04\x00\x02\x05\x01\x12\x03*\x0b\x10\x0a\x0c\x0a\x05\x04\x00\x02\x05\x03\x12\x03*\x13\x14\x0a\x0c\x0a\x05\x04\x00\x02\x05\x05\x12\x03*\x04\x0a\x0a\x0c\x0a\x04\x04\x00\x03\x00\x12\x04!\x02#\x03\x0a\x0c\x0a\x05\x04\x00\x03\x00\x01\x12\x03!\x0a\x0d\x0a\x0d\x0a\x06\x04\x00\x03\x00\x02\x00\x12\x03\"\x04\x14\x0a\x0e\x0a\x07\x04\x00\x03\x00\x02\x00\x01\x12\x03\"\x0b\x0f\x0a\x0e\x0a\x07\x04\x00\x03\x00\x02\x00\x03\x12\x03\"\x12\x13\x0a\x0e\x0a\x07\x04\x00\x03\x00\x02\x00\x05\x12\x03\"\x04\x0a\x0a\x0c\x0a\x04\x04\x00\x08\x00\x12\x04(\x02+\x03\x0a\x0c\x0a\x05\x04\x00\x08\x00\x01\x12\x03(\x08\x0d\x0a\x0a\x0a\x02\x04\x01\x12\x04.\x001\x01\x0a\x0a\x0a\x03\x04\x01\x01\x12\x03.\x08\x0f\x0a\x0b\x0a\x04\x04\x01\x02\x00\x12\x03/\x02\x12\x0a\x0c\x0a\x05\x04\x01\x02\x00\x01\x12\x03/\x08\x0d\x0a\x0c\x0a\x05\x04\x01\x02\x00\x03\x12\x03/\x10\x11\x0a\x0c\x0a\x05\x04\x01\x02\x00\x05\x12\x03/\x02\x07\x0a\x0b\x0a\x04\x04\x01\x02\x01\x12\x030\x02\x14\x0a\x0c\x0a\x05\x04\x01\x02\x01\x01\x12\x030\x09\x0f\x0a\x0c\x0a\x05\x04\x01\x02\x01\x03\x12\x030\x12\x13\x0a\x0c\x0a\x05\x04\x01\x02\x01\x05\x12\x030\x02\x08\x0a\x0a\x0a\x02\x05\x00\x12\x04\x1b\x00\x1e\x01\x0a\x0a\x0a\x03\x05\x00\x01\x12\x03\x1b\x05\x09\x0a\x0b\x0a\x04\x05\x00\x02\x00\x12\x03\x1c\x02\x17\x0a\x0c\x0a\x05\x05\x00\x02\x00\x01\x12\x03\x1c\x02\x12\x0a\x0c\x0a\x05\x05\x00\x02\x00\x02\x12\x03\x1c\x15\x16\x0a\x0b\x0a\x04\x05\x00\x02\x01\x12\x03\x1d\x02\x10\x0a\x0c\x0a\x05\x05\x00\x02\x01\x01\x12\x03\x1d\x02\x0b\x0a\x0c\x0a\x05\x05\x00\x02\x01\x02\x12\x03\x1d\x0e\x0f\x0a(\x0a\x02\x06\x00\x12\x04\x0b\x00\x14\x01\x1a\x1c Exercises every RPC shape.\x0a\x0a\x0a\x0a\x03\x06\x00\x01\x12\x03\x0b\x08\x0e\x0a\x1f\x0a\x04\x06\x00\x02\x00\x12\x03\x0d\x02\"\x1a\x12 One in, one out.\x0a\x0a\x0c\x0a\x05\x06\x00\x02\x00\x01\x12\x03\x0d\x06\x0a\x0a\x0c\x0a\x05\x06\x00\x02\x00\x02\x12\x03\x0d\x0b\x0f\x0a\x0c\x0a\x05\x06\x00\x02\x00\x03\x12\x03\x0d\x1a\x1e\x0a$\x0a\x04\x06\x00\x02\x01\x12\x03\x0f\x02;\x1a\x17 One in, a stream out.\x0a\x0a\x0c\x0a\x05\x06\x00\x02\x01\x01\x12\x03\x0f\x06\x0a\x0a\x0c\x0a\x05\x06\x00\x02\x01\x02\x12\x03\x0f\x0b!\x0a\x0c\x0a\x05\x06\x00\x02\x01\x03\x12\x03\x0f37\x0a\x0c\x0a\x05\x06\x00\x02\x01\x06\x12\x03\x0f,2\x0a$\x0a\x04\x06\x00\x02\x02\x12\x03\x11\x02/\x1a\x17 A stream in, one out.\x0a\x0a\x0c\x0a\x05\x06\x00\x02\x02\x01\x12\x03\x11\x06\x0d\x0a\x0c\x0a\x05\x06\x00\x02\x02\x02\x12\x03\x11\x15\x19\x0a\x0c\x0a\x05\x06\x00\x02\x02\x03\x12\x03\x11$+\x0a\x0c\x0a\x05\x06\x00\x02\x02\x05\x12\x03\x11\x0e\x14\x0a!\x0a\x04\x06\x00\x02\x03\x12\x03\x13\x020\x1a\x14 Streams both ways.\x0a\x0a\x0c\x0a\x05\x06\x00\x02\x03\x01\x12\x03\x13\x06\x0a\x0a\x0c\x0a\x05\x06\x00\x02\x03\x02\x12\x03\x13\x12\x16\x0a\x0c\x0a\x05\x06\x00\x02\x03\x03\x12\x03\x13(,\x0a\x0c\x0a\x05\x06\x00\x02\x03\x05\x12\x03\x13\x0b\x11\x0a\x0c\x0a\x05\x06\x00\x02\x03\x06\x12\x03\x13!'\x0aN\x0a\x02\x06\x01\x12\x04\x17\x00\x19\x01\x1aB A service already named \"...Service\": its client keeps the name.\x0a\x0a\x0a\x0a\x03\x06\x01\x01\x12\x03\x17\x08\x13\x0a\x0b\x0a\x04\x06\x01\x02\x00\x12\x03\x18\x02D\x0a\x0c\x0a\x05\x06\x01\x02\x00\x01\x12\x03\x18\x06\x0a\x0a\x0c\x0a\x05\x06\x01\x02\x00\x02\x12\x03\x18\x0b \x0a\x0c\x0a\x05\x06\x01\x02\x00\x03\x12\x03\x18+@\x0a\x9b\x01\x0a\x01\x0c\x12\x03\x02\x00\x12\x1a\x90\x01 A sample for micro-codegen's tests: every RPC shape, an import from another\x0a package, nested messages, an enum, a oneof, and well-known types.\x0ab\x06proto3";
+
+::micro_core::json_message!(
+    Note,
+    note::Tag,
+    Summary,
+);

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::config::{BrokerConfig, BrokerKind};
+
 pub use self::memory::MemoryBroker;
 #[cfg(feature = "nats")]
 pub use self::nats::NatsBroker;
@@ -20,11 +22,6 @@ pub use self::registry::RegistryBroker;
 
 /// How many messages a subscriber may have waiting before new ones are refused.
 pub const SUBSCRIBER_BUFFER: usize = 1024;
-/// Environment variable naming the broker: `registry` (default), `memory`, `nats`.
-pub const ENV_BROKER: &str = "MICRO_BROKER";
-/// Environment variable with the broker's address: the NATS servers
-/// (`nats://host:port[,..]`), or where the registry broker listens.
-pub const ENV_BROKER_ADDRESS: &str = "MICRO_BROKER_ADDRESS";
 
 /// go-micro's header naming a message's topic.
 pub const HEADER_TOPIC: &str = "Micro-Topic";
@@ -33,28 +30,22 @@ pub const HEADER_ID: &str = "Micro-Id";
 /// The header naming a message's encoding.
 pub const HEADER_CONTENT_TYPE: &str = "Content-Type";
 
-/// Builds the broker `MICRO_BROKER` names, over `registry` and `transport` (which the
-/// default, registry broker uses). Unknown names are an error that lists the known.
-pub fn from_env(
-    registry: std::sync::Arc<dyn micro_registry::Registry>,
-    transport: std::sync::Arc<dyn micro_transport::Transport>,
-) -> Result<std::sync::Arc<dyn Broker>, BrokerError> {
-    let name = std::env::var(ENV_BROKER).unwrap_or_default();
-    match name.trim() {
-        "" | "registry" | "http" => Ok(std::sync::Arc::new(RegistryBroker::new(
-            registry, transport,
-        ))),
-        "memory" => Ok(std::sync::Arc::new(MemoryBroker::new())),
+/// Builds the broker `config` names, over `registry` and `transport` (which the
+/// default, registry broker uses).
+pub fn build(
+    config: &BrokerConfig,
+    registry: Arc<dyn micro_registry::Registry>,
+    transport: Arc<dyn micro_transport::Transport>,
+) -> Arc<dyn Broker> {
+    let address = config.address.as_deref().unwrap_or_default();
+    match config.kind {
+        BrokerKind::Memory => Arc::new(MemoryBroker::new()),
         #[cfg(feature = "nats")]
-        "nats" => Ok(std::sync::Arc::new(NatsBroker::from_env())),
-        other => Err(BrokerError::Config(format!(
-            "unknown broker {other:?} (known: registry, memory{})",
-            if cfg!(feature = "nats") {
-                ", nats"
-            } else {
-                "; nats needs the `nats` feature"
-            }
-        ))),
+        BrokerKind::Nats if !address.is_empty() => Arc::new(NatsBroker::new(address)),
+        #[cfg(feature = "nats")]
+        BrokerKind::Nats => Arc::new(NatsBroker::new(nats::DEFAULT_ADDRESS)),
+        // Config refuses `nats` in a build without it; a hand-made config falls back.
+        _ => Arc::new(RegistryBroker::listening(registry, transport, address)),
     }
 }
 

@@ -82,15 +82,6 @@ impl NatsBroker {
         }
     }
 
-    /// A broker for `MICRO_BROKER_ADDRESS`, else [`DEFAULT_ADDRESS`].
-    pub fn from_env() -> Self {
-        let address = std::env::var(super::ENV_BROKER_ADDRESS)
-            .ok()
-            .filter(|a| !a.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_ADDRESS.to_string());
-        Self::new(address)
-    }
-
     /// Received payloads that were not go-micro's JSON (skipped).
     pub fn malformed(&self) -> u64 {
         self.inner.malformed.load(Ordering::Relaxed)

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::selector::Selector;
 use crate::server::Handler as Endpoints;
-use crate::{CallOptions, Client, Context, Error, Server, addr};
+use crate::{CallOptions, Client, Context, Error, Request, Server, addr};
 
 /// The registry name subscriptions are registered under.
 pub const BROKER_SERVICE: &str = "micro.broker";
@@ -53,6 +53,9 @@ struct Delivery {
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct Ack {}
+
+impl crate::Message for Delivery {}
+impl crate::Message for Ack {}
 
 /// Publish and subscribe across processes through the registry (see the module docs).
 #[derive(Debug, Clone)]
@@ -119,17 +122,26 @@ impl Selector for NodeId {
 }
 
 impl RegistryBroker {
-    /// A broker over `registry` and `transport`. Its endpoint listens on
-    /// `MICRO_BROKER_ADDRESS` if set, else on a free port of every interface.
+    /// A broker over `registry` and `transport`, whose endpoint listens on a free
+    /// port of every interface.
     pub fn new(registry: Arc<dyn Registry>, transport: Arc<dyn Transport>) -> Self {
-        let listen = std::env::var(super::ENV_BROKER_ADDRESS).unwrap_or_default();
+        Self::listening(registry, transport, "")
+    }
+
+    /// A broker whose endpoint listens on `listen` (go-micro's forms: `:port`,
+    /// `host:port`; empty for a free port of every interface).
+    pub fn listening(
+        registry: Arc<dyn Registry>,
+        transport: Arc<dyn Transport>,
+        listen: &str,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 id: format!("{BROKER_SERVICE}-{}", uuid::Uuid::new_v4()),
                 client: Client::new(Arc::clone(&registry), Arc::clone(&transport)),
                 registry,
                 transport,
-                listen: addr::listen_address(&listen),
+                listen: addr::listen_address(listen),
                 connected: AtomicBool::new(false),
                 next: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
@@ -159,7 +171,7 @@ impl RegistryBroker {
             return Ok(existing.address.clone());
         }
         let weak = Arc::downgrade(&self.inner);
-        let publish = Endpoints::new("micro.broker", "Broker").unary_proto(
+        let publish = Endpoints::new("micro.broker", "Broker").unary(
             "Publish",
             "Delivery",
             "Ack",
@@ -173,8 +185,7 @@ impl RegistryBroker {
                 }
             },
         );
-        let mut server = Server::new();
-        server.handle(publish).map_err(|e| backend(e.detail))?;
+        let server = Server::new().handle(publish).map_err(backend)?;
         let listener = self
             .inner
             .transport
@@ -205,7 +216,7 @@ impl RegistryBroker {
                 for record in records {
                     if let Err(e) = inner
                         .registry
-                        .register(&record, RegisterOptions::with_ttl(TTL))
+                        .register(&record, RegisterOptions::default().ttl(TTL))
                         .await
                     {
                         tracing::warn!(error = %e, "broker: re-registering a subscription failed");
@@ -231,11 +242,10 @@ impl RegistryBroker {
             .timeout(Duration::from_secs(5));
         self.inner
             .client
-            .call_proto::<Delivery, Ack>(
+            .call::<Delivery, Ack>(
                 BROKER_SERVICE,
                 "/micro.broker.Broker/Publish",
-                delivery,
-                options,
+                Request::new(delivery, options),
             )
             .await
             .map(drop)
@@ -344,7 +354,8 @@ impl Broker for RegistryBroker {
             jobs.push(tokio::spawn(async move {
                 use rand::seq::SliceRandom;
                 members.shuffle(&mut rand::rng());
-                let mut last = Error::default();
+                let mut last =
+                    Error::service_unavailable(BROKER_SERVICE, "no member of the queue group");
                 for node in &members {
                     let d = Delivery {
                         subscriber: node.id.clone(),
@@ -398,13 +409,13 @@ impl Broker for RegistryBroker {
         node.metadata.insert("broker".into(), "registry".into());
         node.metadata.insert("topic".into(), topic.to_string());
         let record = micro_registry::Service::new(BROKER_SERVICE)
-            .with_version(
+            .version(
                 options
                     .queue
                     .clone()
                     .unwrap_or_else(|| BROADCAST.to_string()),
             )
-            .with_node(node);
+            .node(node);
         let (sender, receiver) = mpsc::channel::<Event>(SUBSCRIBER_BUFFER);
         lock(&self.inner.subscriptions).insert(
             id.clone(),
@@ -416,7 +427,7 @@ impl Broker for RegistryBroker {
         if let Err(e) = self
             .inner
             .registry
-            .register(&record, RegisterOptions::with_ttl(TTL))
+            .register(&record, RegisterOptions::default().ttl(TTL))
             .await
         {
             lock(&self.inner.subscriptions).remove(&id);

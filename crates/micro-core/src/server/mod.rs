@@ -12,34 +12,33 @@
 //! Middleware is tower layers ([`Server::layer`]), applied to every request, built-in
 //! services included; see the crate docs for a logging and an auth layer.
 
+//!
+//! The files: `handler` (a proto service's methods), `call` (serving one request),
+//! `router` (dispatch by path), `serve` (connections and the graceful stop).
+
+mod call;
 mod handler;
-pub(crate) mod timeout;
+mod router;
+mod serve;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use futures::FutureExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use micro_registry::Endpoint;
-use micro_transport::Listener;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
-use self::handler::{Body, Limits, Method, RemoteAddr};
-pub use self::handler::{Handler, Json};
-use crate::Error;
+use self::call::{Body, Limits};
+pub use self::handler::Handler;
+pub(crate) use self::router::Stack;
+use self::router::{Route, Router};
+pub(crate) use self::serve::serve;
+use crate::ServiceError;
+use crate::codec::{BoxError, DEFAULT_MAX_MESSAGE_SIZE};
 
-/// gRPC's default message size limit, in each direction.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 /// How long in-flight calls may run on after shutdown starts, by default.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
-
-/// Boxed errors, as tower middleware returns them.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The HTTP service a server layer wraps: gRPC requests in, responses out.
 pub type HttpService = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
@@ -48,8 +47,9 @@ type LayerFn = Arc<dyn Fn(HttpService) -> HttpService + Send + Sync>;
 
 /// Holds the handlers of a service and serves them.
 ///
-/// A [`Service`](crate::Service) owns one; generated `register_*_handler` functions add
-/// handlers to it.
+/// A [`Service`](crate::Service) owns one and adds the handlers given to
+/// [`Service::handle`](crate::Service::handle); build one by hand to serve without a
+/// registry (the registry broker does).
 pub struct Server {
     routes: HashMap<String, Route>,
     handlers: Vec<String>,
@@ -72,9 +72,6 @@ impl std::fmt::Debug for Server {
             .finish_non_exhaustive()
     }
 }
-
-#[derive(Clone)]
-struct Route(Arc<dyn Method>);
 
 impl Default for Server {
     fn default() -> Self {
@@ -113,7 +110,7 @@ impl Server {
     }
 
     /// Adds a handler's methods. Fails if a method is already served.
-    pub fn handle(&mut self, handler: Handler) -> Result<(), Error> {
+    pub fn handle(mut self, handler: Handler) -> Result<Self, ServiceError> {
         let full = handler.full_name();
         for (method, _) in &handler.methods {
             for key in [
@@ -121,10 +118,9 @@ impl Server {
                 format!("{}/{method}", handler.service),
             ] {
                 if self.routes.contains_key(&key) {
-                    return Err(Error::internal_server_error(
-                        "go.micro.server",
-                        format!("{key} is already served by another handler"),
-                    ));
+                    return Err(ServiceError::Handler(format!(
+                        "{key} is already served by another handler"
+                    )));
                 }
             }
         }
@@ -140,7 +136,7 @@ impl Server {
         tracing::debug!(service = %full, "handler added");
         self.handlers.push(full);
         self.endpoints.extend(handler.endpoints);
-        Ok(())
+        Ok(self)
     }
 
     /// Wraps every request in a tower layer (the last added runs first).
@@ -149,11 +145,11 @@ impl Server {
     /// use micro_core::Server;
     /// use micro_core::server::HttpService;
     ///
-    /// let mut server = Server::new();
     /// // Any tower layer over an HttpService, e.g. a concurrency limit:
-    /// server.layer(tower::limit::ConcurrencyLimitLayer::new(64));
+    /// let server = Server::new().layer(tower::limit::ConcurrencyLimitLayer::new(64));
     /// ```
-    pub fn layer<L>(&mut self, layer: L) -> &mut Self
+    #[must_use]
+    pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: Layer<HttpService> + Send + Sync + 'static,
         L::Service: Service<http::Request<Body>, Response = http::Response<Body>>
@@ -169,15 +165,19 @@ impl Server {
         self
     }
 
-    /// Sets the largest message accepted or sent (default 4 MiB). A larger one is
+    /// The largest message accepted or sent (default 4 MiB). A larger one is
     /// refused with RESOURCE_EXHAUSTED, checked before it is read.
-    pub fn set_max_message_size(&mut self, bytes: usize) {
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
     }
 
-    /// Sets how long in-flight calls may finish after shutdown starts (default 5 s).
-    pub fn set_grace_period(&mut self, grace: Duration) {
+    /// How long in-flight calls may finish after shutdown starts (default 5 s).
+    #[must_use]
+    pub fn grace_period(mut self, grace: Duration) -> Self {
         self.grace_period = grace;
+        self
     }
 
     /// The endpoints of every handler, for the registry.
@@ -262,202 +262,7 @@ impl Server {
         out
     }
 
-    pub(crate) fn grace_period(&self) -> Duration {
+    pub(crate) fn grace(&self) -> Duration {
         self.grace_period
     }
-}
-
-/// The tower service that dispatches a request to its method.
-#[derive(Clone)]
-pub(crate) struct Router {
-    routes: Arc<HashMap<String, Route>>,
-    builtins: Arc<Vec<(&'static str, HttpService)>>,
-    limits: Limits,
-}
-
-impl Router {
-    fn route(&self, path: &str) -> Option<&Route> {
-        if let Some(route) = self.routes.get(path) {
-            return Some(route);
-        }
-        // `/any.prefix.Service/Method` -> `Service/Method`
-        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-        let short = service.rsplit('.').next()?;
-        self.routes.get(&format!("{short}/{method}"))
-    }
-}
-
-impl Router {
-    /// Serves one request: a route, a built-in service, or UNIMPLEMENTED.
-    fn dispatch(
-        &self,
-        request: http::Request<Body>,
-        remote: handler::Remote,
-    ) -> handler::ResponseFuture {
-        let path = request.uri().path();
-        if let Some(Route(method)) = self.route(path) {
-            return method.call(request, self.limits, remote);
-        }
-        if let Some((_, builtin)) = self
-            .builtins
-            .iter()
-            .find(|(prefix, _)| path.starts_with(prefix))
-        {
-            let builtin = builtin.clone();
-            return Box::pin(async move {
-                match builtin.oneshot(request).await {
-                    Ok(response) => response,
-                    Err(e) => tonic::Status::internal(e.to_string()).into_http(),
-                }
-            });
-        }
-        let path = path.to_string();
-        Box::pin(async move {
-            let service = path
-                .trim_start_matches('/')
-                .split('/')
-                .next()
-                .unwrap_or_default();
-            tonic::Status::unimplemented(format!("unknown service {service} (path {path})"))
-                .into_http()
-        })
-    }
-}
-
-impl Service<http::Request<Body>> for Router {
-    type Response = http::Response<Body>;
-    type Error = BoxError;
-    type Future = futures::future::Map<
-        handler::ResponseFuture,
-        fn(http::Response<Body>) -> Result<http::Response<Body>, BoxError>,
-    >;
-
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        // Behind layers the caller's address travels in the extensions.
-        let remote = request.extensions_mut().remove::<RemoteAddr>().map(|r| r.0);
-        self.dispatch(request, remote).map(Ok as fn(_) -> _)
-    }
-}
-
-/// The request-handling stack: the router itself when there are no layers (no boxing
-/// per request), else the layers around it.
-#[derive(Clone)]
-pub(crate) enum Stack {
-    Plain(Router),
-    Layered(HttpService),
-}
-
-/// The hyper-facing service of one connection: adds the peer address, and turns a
-/// layer's error into a gRPC status instead of a broken connection.
-#[derive(Clone)]
-struct Connection {
-    inner: Stack,
-    remote: Arc<str>,
-}
-
-impl Service<http::Request<hyper::body::Incoming>> for Connection {
-    type Response = http::Response<Body>;
-    type Error = std::convert::Infallible;
-    type Future = ResponseFuture2;
-
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
-        let mut request = request.map(Body::new);
-        match &self.inner {
-            Stack::Plain(router) => futures::future::Either::Left(
-                router
-                    .dispatch(request, Some(Arc::clone(&self.remote)))
-                    .map(Ok as fn(_) -> _),
-            ),
-            Stack::Layered(stack) => {
-                request
-                    .extensions_mut()
-                    .insert(RemoteAddr(Arc::clone(&self.remote)));
-                let stack = stack.clone();
-                futures::future::Either::Right(
-                    async move {
-                        Ok(match stack.oneshot(request).await {
-                            Ok(response) => response,
-                            Err(e) => match e.downcast::<tonic::Status>() {
-                                Ok(status) => status.into_http(),
-                                Err(e) => tonic::Status::internal(e.to_string()).into_http(),
-                            },
-                        })
-                    }
-                    .boxed(),
-                )
-            }
-        }
-    }
-}
-
-type ResponseFuture2 = futures::future::Either<
-    futures::future::Map<
-        handler::ResponseFuture,
-        fn(http::Response<Body>) -> Result<http::Response<Body>, std::convert::Infallible>,
-    >,
-    futures::future::BoxFuture<'static, Result<http::Response<Body>, std::convert::Infallible>>,
->;
-
-/// Accepts connections until `shutdown` resolves, then lets in-flight calls finish
-/// within `grace`. Returns once the listener is closed and the calls are done.
-pub(crate) async fn serve(
-    mut listener: Box<dyn Listener>,
-    service: Stack,
-    grace: Duration,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), Error> {
-    let graceful = GracefulShutdown::new();
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder.max_concurrent_streams(None);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let accepted = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::error!(error = %e, "listener failed");
-                        return Err(e.into());
-                    }
-                };
-                let connection = Connection {
-                    inner: service.clone(),
-                    remote: Arc::from(accepted.remote.as_str()),
-                };
-                let connection = builder.serve_connection(
-                    TokioIo::new(accepted.io),
-                    TowerToHyperService::new(connection),
-                );
-                let connection = graceful.watch(connection);
-                let remote = accepted.remote;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(%remote, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-        }
-    }
-    // Stop accepting first, then drain.
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ?grace,
-            "in-flight calls did not finish within the grace period"
-        );
-    }
-    Ok(())
 }

@@ -1,0 +1,150 @@
+//! [`ClientBuilder`]: a client's options.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use micro_registry::Registry;
+use micro_transport::Transport;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
+
+use super::error::LayerError;
+use super::{Body, Client, HttpClient, LayerFn};
+use crate::codec::{BoxError, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::selector::{Random, Selector};
+
+/// How long a call may take by default, retries included (go-micro v4's value).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a call is retried after a connection failure or UNAVAILABLE
+/// (go-micro v4's value).
+pub const DEFAULT_RETRIES: usize = 5;
+
+/// go-micro's backoff before retry `attempt` (1-based): `100 ms * attempt^e`, whole
+/// multiples of 100 ms: 100 ms, 600 ms, 1.9 s, 4.3 s, 7.9 s.
+pub fn default_backoff(attempt: u32) -> Duration {
+    let factor = f64::from(attempt).powf(std::f64::consts::E).floor();
+    Duration::from_millis(100).mul_f64(factor.min(1200.0))
+}
+
+/// Builds a [`Client`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use micro_core::registry::MemoryRegistry;
+/// use micro_core::selector::RoundRobin;
+/// use micro_core::transport::TcpTransport;
+/// use micro_core::Client;
+///
+/// let client = Client::builder(Arc::new(MemoryRegistry::new()), Arc::new(TcpTransport::default()))
+///     .request_timeout(Duration::from_secs(5))
+///     .retries(2)
+///     .selector(RoundRobin::default())
+///     .build();
+/// assert_eq!(client.connections(), 0);
+/// ```
+pub struct ClientBuilder {
+    pub(super) registry: Arc<dyn Registry>,
+    pub(super) transport: Arc<dyn Transport>,
+    pub(super) selector: Arc<dyn Selector>,
+    pub(super) request_timeout: Duration,
+    pub(super) retries: usize,
+    pub(super) backoff: fn(u32) -> Duration,
+    pub(super) max_message_size: usize,
+    pub(super) layers: Vec<LayerFn>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("selector", &self.selector)
+            .field("request_timeout", &self.request_timeout)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    pub(super) fn new(registry: Arc<dyn Registry>, transport: Arc<dyn Transport>) -> Self {
+        Self {
+            registry,
+            transport,
+            selector: Arc::new(Random),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+            backoff: default_backoff,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            layers: Vec::new(),
+        }
+    }
+
+    /// Chooses nodes with `selector` (default [`Random`]).
+    #[must_use]
+    pub fn selector(mut self, selector: impl Selector) -> Self {
+        self.selector = Arc::new(selector);
+        self
+    }
+
+    /// The default timeout of a call, retries included (default 30 s).
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The default number of retries (default 5).
+    #[must_use]
+    pub fn retries(mut self, retries: usize) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// The delay before retry `n` (1-based; default [`default_backoff`]).
+    #[must_use]
+    pub fn backoff(mut self, backoff: fn(u32) -> Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The largest message sent or accepted (default 4 MiB).
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Wraps every request in a tower layer (the last added runs first).
+    #[must_use]
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<HttpClient> + Send + Sync + 'static,
+        L::Service: Service<http::Request<Body>, Response = http::Response<Body>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<http::Request<Body>>>::Error: Into<BoxError>,
+        <L::Service as Service<http::Request<Body>>>::Future: Send + 'static,
+    {
+        self.layers.push(Arc::new(move |inner| {
+            BoxCloneSyncService::new(layer.layer(inner).map_err(|e| LayerError(e.into())))
+        }));
+        self
+    }
+
+    /// The client.
+    pub fn build(self) -> Client {
+        Client::from_builder(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_go_micros() {
+        let ms: Vec<u128> = (1..=5).map(|n| default_backoff(n).as_millis()).collect();
+        assert_eq!(ms, [100, 600, 1900, 4300, 7900]);
+    }
+}

@@ -1,0 +1,387 @@
+//! One call: its deadline, the retry loop with backoff for unary calls, one attempt
+//! on one node, and the opening of a stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use micro_transport::{Codec, TonicCodec};
+use tokio::time::Instant;
+
+use super::Client;
+use super::error::{client_error, is_connection_failure};
+use super::pool::ContentSubtype;
+use crate::stream::Receiver;
+use crate::{CallOptions, Error, grpc_timeout};
+
+/// The one deadline of a call made now: the earlier of its timeout (the options', else
+/// `default`) and the caller's deadline. `None`: no deadline (streams without one).
+pub(super) fn deadline(
+    options: &CallOptions,
+    default: Option<Duration>,
+    now: Instant,
+) -> Option<Instant> {
+    let own = options.timeout.or(default).map(|t| now + t);
+    match (own, options.deadline) {
+        (Some(own), Some(caller)) => Some(own.min(caller)),
+        (own, caller) => own.or(caller),
+    }
+}
+
+/// The request side of a stream: one message, or a stream of them.
+pub(super) enum Requests<Req, S> {
+    One(Req),
+    Many(S),
+}
+
+/// Copies the options' metadata into a request's headers, skipping what is not a
+/// valid header.
+fn add_metadata(options: &CallOptions, metadata: &mut tonic::metadata::MetadataMap) {
+    for (key, value) in options.metadata.iter() {
+        match (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value),
+        ) {
+            (Ok(k), Ok(v)) => {
+                metadata.insert(k, v);
+            }
+            _ => tracing::debug!(key, "skipping metadata that is not a valid header"),
+        }
+    }
+}
+
+/// Names codec `C` in the request unless it is protobuf, tonic's own (so the
+/// extension map is not allocated for the common case).
+fn name_codec<C: Codec<Req>, Req>(codec: &C, extensions: &mut http::Extensions) {
+    let subtype = Codec::<Req>::name(codec);
+    if subtype != "proto" {
+        extensions.insert(ContentSubtype(subtype));
+    }
+}
+
+impl Client {
+    /// A unary call with codec `C`: retried on other nodes within one deadline.
+    pub(super) async fn unary<C, Req, Resp>(
+        &self,
+        service: &str,
+        path: &'static str,
+        request: Req,
+        options: CallOptions,
+    ) -> Result<Resp, Error>
+    where
+        C: Codec<Req> + Codec<Resp> + Default,
+        Req: Send + Sync + 'static,
+        Resp: Send + Sync + 'static,
+    {
+        // Shared by every attempt: a retry re-encodes it, never copies it.
+        let request = Arc::new(request);
+        let timeout = options.timeout.unwrap_or(self.inner.request_timeout);
+        let started = Instant::now();
+        let deadline = deadline(&options, Some(timeout), started).unwrap_or(started + timeout);
+        let retries = options.retries.unwrap_or(self.inner.retries);
+        let timed_out = || {
+            Error::timeout(
+                "go.micro.client",
+                format!("call to {service} {path} timed out after {timeout:?}"),
+            )
+        };
+        self.ensure_pruning().await;
+        let mut tried: Vec<String> = Vec::new();
+        let mut last_error = None;
+        for n in 0..=retries {
+            if n > 0 {
+                let delay = (self.inner.backoff)(u32::try_from(n).unwrap_or(u32::MAX));
+                if Instant::now() + delay >= deadline {
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+            }
+            // The time left as the request leaves: the first attempt leaves at once
+            // (grpc-timeout counts whole milliseconds), a retry after its backoff.
+            let now = if n == 0 { started } else { Instant::now() };
+            // From memory when cached (no timer, no await); else ask the registry.
+            let services = match self.inner.cache.cached(service).filter(|s| !s.is_empty()) {
+                Some(services) => services,
+                None => {
+                    match tokio::time::timeout_at(deadline, self.inner.cache.lookup(service)).await
+                    {
+                        Ok(Ok(services)) => services,
+                        Ok(Err(e)) => return Err(last_error.unwrap_or_else(|| Error::from(e))),
+                        Err(_) => return Err(timed_out()),
+                    }
+                }
+            };
+            // The node is borrowed from the cached list: nothing is copied per call.
+            let node = match self.choose(service, &services, &tried, &options) {
+                Ok(node) => node,
+                Err(e) => return Err(last_error.unwrap_or(e)),
+            };
+            let outcome = tokio::time::timeout_at(
+                deadline,
+                self.attempt::<C, Req, Resp>(
+                    &node.address,
+                    path,
+                    Arc::clone(&request),
+                    &options,
+                    deadline.saturating_duration_since(now),
+                ),
+            )
+            .await;
+            let status = match outcome {
+                Err(_) => return Err(timed_out()),
+                Ok(Ok(response)) => return Ok(response),
+                // tonic enforces `grpc-timeout` too, and reports it as CANCELLED; past
+                // the deadline, whoever noticed first, it is a timeout.
+                Ok(Err(_)) if Instant::now() >= deadline => return Err(timed_out()),
+                Ok(Err(status)) => status,
+            };
+            let refused = is_connection_failure(&status);
+            // A node that answered UNAVAILABLE is worth retrying elsewhere, not again.
+            let elsewhere = status.code() == tonic::Code::Unavailable
+                && self.has_untried(service, &tried, node).await;
+            if !refused && !elsewhere {
+                return Err(client_error(status));
+            }
+            tracing::debug!(service, node = %node.id, error = %status.message(), attempt = n, "retryable failure");
+            if refused {
+                self.forget(&node.address);
+                self.refused(&node.address);
+            }
+            last_error = Some(Error::service_unavailable(
+                "go.micro.client",
+                format!(
+                    "service {service}: node {} at {} unavailable: {}",
+                    node.id,
+                    node.address,
+                    status.message()
+                ),
+            ));
+            tried.push(node.address.clone());
+        }
+        Err(last_error.unwrap_or_else(timed_out))
+    }
+
+    /// One attempt on one node with codec `C`.
+    async fn attempt<C, Req, Resp>(
+        &self,
+        address: &str,
+        path: &'static str,
+        request: Arc<Req>,
+        options: &CallOptions,
+        time_left: Duration,
+    ) -> Result<Resp, tonic::Status>
+    where
+        C: Codec<Req> + Codec<Resp> + Default,
+        Req: Send + Sync + 'static,
+        Resp: Send + Sync + 'static,
+    {
+        let connection = self.connection(address)?;
+        let mut request = tonic::Request::new(request);
+        add_metadata(options, request.metadata_mut());
+        let codec = C::default();
+        name_codec::<C, Req>(&codec, request.extensions_mut());
+        let codec: SharedRequestCodec<C, Req, Resp> =
+            SharedRequestCodec(codec, std::marker::PhantomData);
+        let mut grpc = tonic::client::Grpc::new(connection)
+            .max_decoding_message_size(self.inner.max_message_size)
+            .max_encoding_message_size(self.inner.max_message_size);
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
+        request
+            .metadata_mut()
+            .insert(grpc_timeout::HEADER, grpc_timeout::encode(time_left));
+        let path = http::uri::PathAndQuery::from_static(path);
+        grpc.unary(request, path, codec)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Opens a stream to one node with codec `C`: requests out, a receiver of
+    /// responses back. Streams are not retried.
+    pub(super) async fn stream<C, Req, Resp, S>(
+        &self,
+        service: &str,
+        path: &'static str,
+        requests: Requests<Req, S>,
+        options: CallOptions,
+    ) -> Result<Receiver<Resp>, Error>
+    where
+        C: Codec<Req> + Codec<Resp> + Default,
+        Req: Send + Sync + 'static,
+        Resp: Send + Sync + 'static,
+        S: futures::Stream<Item = Req> + Send + 'static,
+    {
+        let deadline = deadline(&options, None, Instant::now());
+        self.ensure_pruning().await;
+        let services = self.inner.cache.lookup(service).await?;
+        let node = self.choose(service, &services, &[], &options)?;
+        let connection = self.connection(&node.address).map_err(client_error)?;
+        let mut grpc = tonic::client::Grpc::new(connection)
+            .max_decoding_message_size(self.inner.max_message_size)
+            .max_encoding_message_size(self.inner.max_message_size);
+        let failed = |status: tonic::Status| {
+            if is_connection_failure(&status) {
+                self.forget(&node.address);
+                self.refused(&node.address);
+                Error::service_unavailable(
+                    "go.micro.client",
+                    format!(
+                        "service {service}: node {} at {} unreachable: {}",
+                        node.id,
+                        node.address,
+                        status.message()
+                    ),
+                )
+            } else {
+                client_error(status)
+            }
+        };
+        grpc.ready().await.map_err(|e| {
+            failed(tonic::Status::unavailable(format!(
+                "connection not ready: {e}"
+            )))
+        })?;
+        let codec = C::default();
+        let path = http::uri::PathAndQuery::from_static(path);
+        let prepare = |metadata: &mut tonic::metadata::MetadataMap,
+                       extensions: &mut http::Extensions| {
+            add_metadata(&options, metadata);
+            name_codec::<C, Req>(&codec, extensions);
+            if let Some(at) = deadline {
+                let left = at.saturating_duration_since(Instant::now());
+                metadata.insert(grpc_timeout::HEADER, grpc_timeout::encode(left));
+            }
+        };
+        let tonic_codec: TonicCodec<C, Req, Resp> = TonicCodec::new(codec.clone());
+        let opened = match requests {
+            Requests::One(one) => {
+                let mut request = tonic::Request::new(one);
+                let mut extensions = std::mem::take(request.extensions_mut());
+                prepare(request.metadata_mut(), &mut extensions);
+                *request.extensions_mut() = extensions;
+                open_within(
+                    deadline,
+                    service,
+                    grpc.server_streaming(request, path, tonic_codec),
+                )
+                .await?
+            }
+            Requests::Many(stream) => {
+                let mut request = tonic::Request::new(stream);
+                let mut extensions = std::mem::take(request.extensions_mut());
+                prepare(request.metadata_mut(), &mut extensions);
+                *request.extensions_mut() = extensions;
+                open_within(
+                    deadline,
+                    service,
+                    grpc.streaming(request, path, tonic_codec),
+                )
+                .await?
+            }
+        };
+        let streaming = opened.map_err(failed)?.into_inner();
+        use futures::StreamExt;
+        Ok(Receiver::new(
+            streaming.map(|item| item.map_err(client_error)),
+            deadline,
+        ))
+    }
+}
+
+/// Waits for a stream to open, within its deadline.
+async fn open_within<T>(
+    deadline: Option<Instant>,
+    service: &str,
+    open: impl std::future::Future<Output = T>,
+) -> Result<T, Error> {
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at, open).await.map_err(|_| {
+            Error::timeout("go.micro.client", format!("stream to {service} timed out"))
+        }),
+        None => Ok(open.await),
+    }
+}
+
+/// The one response of a client-streaming call.
+pub(super) async fn single<Resp>(mut receiver: Receiver<Resp>) -> Result<Resp, Error> {
+    match receiver.recv().await {
+        Some(result) => result,
+        None => Err(Error::internal_server_error(
+            "go.micro.client",
+            "the stream ended without a response",
+        )),
+    }
+}
+
+/// tonic's codec for a call whose request is shared between attempts: encodes
+/// `Arc<Req>` by reference with the micro codec `C`, decodes `Resp` with it.
+struct SharedRequestCodec<C, Req, Resp>(C, std::marker::PhantomData<fn(Req) -> Resp>);
+
+/// The encoding half of [`SharedRequestCodec`].
+struct SharedEncoder<C, Req>(C, std::marker::PhantomData<fn(Req)>);
+
+impl<C, Req> tonic::codec::Encoder for SharedEncoder<C, Req>
+where
+    C: Codec<Req>,
+    Req: Send + Sync + 'static,
+{
+    type Item = Arc<Req>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Arc<Req>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        self.0.encode(&*item, dst).map_err(tonic::Status::from)
+    }
+}
+
+impl<C, Req, Resp> tonic::codec::Codec for SharedRequestCodec<C, Req, Resp>
+where
+    C: Codec<Req> + Codec<Resp>,
+    Req: Send + Sync + 'static,
+    Resp: Send + 'static,
+{
+    type Encode = Arc<Req>;
+    type Decode = Resp;
+    type Encoder = SharedEncoder<C, Req>;
+    type Decoder = micro_transport::CodecDecoder<C, Resp>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        SharedEncoder(self.0.clone(), std::marker::PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic::codec::Codec::decoder(&mut TonicCodec::<C, Resp, Resp>::new(self.0.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_is_the_earlier_of_timeout_and_caller() {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        let none = CallOptions::new();
+        assert_eq!(deadline(&none, None, now), None);
+        assert_eq!(deadline(&none, Some(second), now), Some(now + second));
+        let timeout = CallOptions::new().timeout(2 * second);
+        assert_eq!(
+            deadline(&timeout, Some(second), now),
+            Some(now + 2 * second)
+        );
+        let caller = CallOptions::new()
+            .deadline(now + second)
+            .timeout(5 * second);
+        assert_eq!(deadline(&caller, None, now), Some(now + second));
+        let late_caller = CallOptions::new().deadline(now + 9 * second);
+        assert_eq!(
+            deadline(&late_caller, Some(second), now),
+            Some(now + second)
+        );
+        assert_eq!(deadline(&late_caller, None, now), Some(now + 9 * second));
+    }
+}

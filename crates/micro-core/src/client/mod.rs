@@ -1,0 +1,258 @@
+//! The client: calls services by name.
+//!
+//! A call resolves the service name through a cache of the registry, picks a node
+//! with the [`Selector`](crate::selector::Selector) (random by default), and sends the
+//! request over a pooled HTTP/2 connection to that node (one per node, reused; closed
+//! when the node leaves the registry).
+//!
+//! # Deadlines and retries
+//!
+//! A call has one deadline: the earlier of its timeout (default 30 s, go-micro v4's)
+//! and the deadline of the request being served, when the call is made from a
+//! handler with `ctx.call_options()`. The server is told the time *remaining* in
+//! `grpc-timeout` on every attempt. (go-micro sends its fixed request timeout
+//! downstream instead, so a chain of calls can outlive its caller.)
+//!
+//! A call is retried, up to 5 times (go-micro v4's default) and never past its
+//! deadline, when the node could not be reached (the request never left), or when it
+//! answered UNAVAILABLE and another node is there to try. Each retry goes to a node
+//! not yet tried when there is one, after go-micro's backoff (0.1 s, 0.6 s, 1.9 s,
+//! ...). No other error is retried (go-micro v4 retries only its own timeouts; micro does not,
+//! since a request that timed out may have run). A node that refused a connection is
+//! passed over by later calls for 5 s.
+//!
+//! Streams go to one node, are not retried, and have no deadline unless the options
+//! give one (a timeout or the caller's deadline), since a stream may rightly outlive
+//! any default.
+//!
+//! # Middleware
+//!
+//! [`ClientBuilder::layer`] wraps every request in a tower layer, between the gRPC
+//! encoding and the connection.
+//!
+//! The files: `builder` (options), `call` (deadline, retries, one attempt, streams),
+//! `select` (node choice), `pool` (connections), `error` (what a failure means).
+
+mod builder;
+mod call;
+mod error;
+mod pool;
+mod select;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use micro_registry::{CachedRegistry, Registry};
+use micro_transport::{ProtoCodec, Transport};
+use tower::util::BoxCloneSyncService;
+
+pub use self::builder::{ClientBuilder, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRIES, default_backoff};
+use self::call::{Requests, single};
+pub use self::error::LayerError;
+use self::error::no_json_form;
+use crate::codec::{Message, MessageJsonCodec};
+use crate::selector::Selector;
+use crate::stream::Receiver;
+use crate::{ContentType, Error, IntoRequest, IntoStreamingRequest, Request};
+
+type Body = tonic::body::Body;
+
+/// The HTTP service a client layer wraps: one node's connection.
+pub type HttpClient = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, LayerError>;
+
+type LayerFn = Arc<dyn Fn(HttpClient) -> HttpClient + Send + Sync>;
+
+/// Calls services by name. Cheap to clone; clones share the connection pool.
+///
+/// Generated clients wrap one: `VesselService::new("go.micro.srv.vessel", service.client())`.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Arc<dyn Registry>,
+    cache: CachedRegistry,
+    transport: Arc<dyn Transport>,
+    selector: Arc<dyn Selector>,
+    request_timeout: Duration,
+    retries: usize,
+    backoff: fn(u32) -> Duration,
+    max_message_size: usize,
+    layers: Vec<LayerFn>,
+    /// address -> the connection to it. Read on every call, written once per node.
+    pool: RwLock<HashMap<String, pool::Connection>>,
+    refused: Mutex<select::Refused>,
+    /// Whether `refused` may hold anything (read on every call, without the lock).
+    any_refused: AtomicBool,
+    pruning: AtomicBool,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("registry", &self.registry.name())
+            .field("transport", &self.transport.name())
+            .field("selector", &self.selector)
+            .field("connections", &read(&self.pool).len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Dispatches to a call with the codec the options name: protobuf, or JSON when both
+/// messages have a JSON form (else a 400 before anything is sent).
+macro_rules! with_codec {
+    ($options:expr, $req:ty, $resp:ty, |$codec:ident| $call:expr) => {
+        match $options.content_type {
+            ContentType::Proto => {
+                type $codec = ProtoCodec;
+                $call
+            }
+            ContentType::Json => {
+                if !(<$req as Message>::HAS_JSON && <$resp as Message>::HAS_JSON) {
+                    return Err(no_json_form());
+                }
+                type $codec = MessageJsonCodec;
+                $call
+            }
+        }
+    };
+}
+
+impl Client {
+    /// A client with the defaults that finds services in `registry` and reaches them
+    /// over `transport`.
+    pub fn new(registry: Arc<dyn Registry>, transport: Arc<dyn Transport>) -> Self {
+        Self::builder(registry, transport).build()
+    }
+
+    /// A builder for options.
+    pub fn builder(registry: Arc<dyn Registry>, transport: Arc<dyn Transport>) -> ClientBuilder {
+        ClientBuilder::new(registry, transport)
+    }
+
+    fn from_builder(builder: ClientBuilder) -> Self {
+        Client {
+            inner: Arc::new(Inner {
+                cache: CachedRegistry::new(Arc::clone(&builder.registry)),
+                registry: builder.registry,
+                transport: builder.transport,
+                selector: builder.selector,
+                request_timeout: builder.request_timeout,
+                retries: builder.retries,
+                backoff: builder.backoff,
+                max_message_size: builder.max_message_size,
+                layers: builder.layers,
+                pool: RwLock::new(HashMap::new()),
+                refused: Mutex::new(HashMap::new()),
+                any_refused: AtomicBool::new(false),
+                pruning: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The registry calls are resolved through.
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.inner.registry
+    }
+
+    /// The transport connections are made with.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.inner.transport
+    }
+
+    /// Open connections, one per node called.
+    pub fn connections(&self) -> usize {
+        read(&self.inner.pool).len()
+    }
+
+    /// Calls a unary method of the service registered as `service`. `path` is the gRPC
+    /// path, `/package.Service/Method`; `request` a message, or a [`Request`] with
+    /// options (protobuf by default, JSON on request). Generated clients call this.
+    pub async fn call<Req, Resp>(
+        &self,
+        service: &str,
+        path: &'static str,
+        request: impl IntoRequest<Req>,
+    ) -> Result<Resp, Error>
+    where
+        Req: Message,
+        Resp: Message,
+    {
+        let Request { message, options } = request.into_request();
+        with_codec!(options, Req, Resp, |C| {
+            self.unary::<C, _, _>(service, path, message, options).await
+        })
+    }
+
+    /// Calls a server-streaming method: one request, a stream of responses.
+    pub async fn server_streaming<Req, Resp>(
+        &self,
+        service: &str,
+        path: &'static str,
+        request: impl IntoRequest<Req>,
+    ) -> Result<Receiver<Resp>, Error>
+    where
+        Req: Message,
+        Resp: Message,
+    {
+        let Request { message, options } = request.into_request();
+        let requests = Requests::<_, futures::stream::Empty<Req>>::One(message);
+        with_codec!(options, Req, Resp, |C| {
+            self.stream::<C, _, _, _>(service, path, requests, options)
+                .await
+        })
+    }
+
+    /// Calls a client-streaming method: the requests of a stream, one response.
+    pub async fn client_streaming<Req, Resp>(
+        &self,
+        service: &str,
+        path: &'static str,
+        requests: impl IntoStreamingRequest<Message = Req>,
+    ) -> Result<Resp, Error>
+    where
+        Req: Message,
+        Resp: Message,
+    {
+        let Request { message, options } = requests.into_streaming_request();
+        let receiver = with_codec!(options, Req, Resp, |C| {
+            self.stream::<C, _, _, _>(service, path, Requests::Many(message), options)
+                .await
+        });
+        single(receiver?).await
+    }
+
+    /// Calls a bidirectional streaming method: the requests of a stream go out while
+    /// responses come in.
+    pub async fn streaming<Req, Resp>(
+        &self,
+        service: &str,
+        path: &'static str,
+        requests: impl IntoStreamingRequest<Message = Req>,
+    ) -> Result<Receiver<Resp>, Error>
+    where
+        Req: Message,
+        Resp: Message,
+    {
+        let Request { message, options } = requests.into_streaming_request();
+        with_codec!(options, Req, Resp, |C| {
+            self.stream::<C, _, _, _>(service, path, Requests::Many(message), options)
+                .await
+        })
+    }
+}

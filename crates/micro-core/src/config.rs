@@ -1,0 +1,289 @@
+//! A service's configuration, read from the environment once (go-micro's variable
+//! names) and overridden by builders. Nothing else in micro reads the environment.
+//!
+//! | variable | what | default |
+//! |---|---|---|
+//! | `MICRO_SERVER_ADDRESS` | where to listen (`:50051`, `127.0.0.1:0`) | every interface, a free port |
+//! | `MICRO_SERVER_ADVERTISE` | the address to announce instead of the bound one | the bound address, never a wildcard |
+//! | `MICRO_REGISTER_INTERVAL` | seconds between re-registrations | 30 |
+//! | `MICRO_REGISTER_TTL` | seconds a registration lives | 90 |
+//! | `MICRO_REGISTRY` | `mdns`, `memory`, `etcd` (feature `etcd`) | `mdns` |
+//! | `MICRO_REGISTRY_ADDRESS` | the registry's servers, `host:port[,host:port]` | etcd: `127.0.0.1:2379` |
+//! | `MICRO_MDNS_INTERFACES` | `all`, `loopback`, or interface names | `all` |
+//! | `MICRO_BROKER` | `registry`, `memory`, `nats` (feature `nats`) | `registry` |
+//! | `MICRO_BROKER_ADDRESS` | NATS servers, or where the registry broker listens | NATS: `nats://127.0.0.1:4222` |
+
+use std::time::Duration;
+
+use micro_registry::RegistryConfig;
+
+/// Environment variable with the address to listen on (`:50051`, `127.0.0.1:0`).
+pub const ENV_SERVER_ADDRESS: &str = "MICRO_SERVER_ADDRESS";
+/// Environment variable with the address to announce instead of the bound one.
+pub const ENV_SERVER_ADVERTISE: &str = "MICRO_SERVER_ADVERTISE";
+/// Environment variable: seconds between re-registrations (go-micro's `MICRO_REGISTER_INTERVAL`).
+pub const ENV_REGISTER_INTERVAL: &str = "MICRO_REGISTER_INTERVAL";
+/// Environment variable: seconds a registration lives (go-micro's `MICRO_REGISTER_TTL`).
+pub const ENV_REGISTER_TTL: &str = "MICRO_REGISTER_TTL";
+/// Environment variable naming the broker: `registry` (default), `memory`, `nats`.
+pub const ENV_BROKER: &str = "MICRO_BROKER";
+/// Environment variable with the broker's address: the NATS servers
+/// (`nats://host:port[,..]`), or where the registry broker listens.
+pub const ENV_BROKER_ADDRESS: &str = "MICRO_BROKER_ADDRESS";
+/// How often a running service registers again (go-micro's default).
+pub const DEFAULT_REGISTER_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a registration lives unless renewed (go-micro's default).
+pub const DEFAULT_REGISTER_TTL: Duration = Duration::from_secs(90);
+
+/// A setting that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A variable (or a builder value) with a value that is not usable.
+    #[error("{variable}={value:?}: {reason}")]
+    Invalid {
+        /// The environment variable, or the builder option.
+        variable: String,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The registry's settings (the error names the variable and value).
+    #[error(transparent)]
+    Registry(#[from] micro_registry::Error),
+}
+
+impl ConfigError {
+    /// `variable` has a `value` that is not usable, because `reason`.
+    pub fn invalid(
+        variable: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self::Invalid {
+            variable: variable.into(),
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Which broker events go through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BrokerKind {
+    /// Subscriptions are registry nodes, deliveries gRPC calls: no server (default).
+    #[default]
+    Registry,
+    /// One process only; for tests.
+    Memory,
+    /// NATS servers (feature `nats`).
+    Nats,
+}
+
+/// The broker's settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerConfig {
+    /// Which broker.
+    pub kind: BrokerKind,
+    /// NATS: the servers (`nats://host:port`, comma-separated); registry broker: where
+    /// its endpoint listens. `None`: the default.
+    pub address: Option<String>,
+}
+
+/// Everything a [`Service`](crate::Service) reads from the environment, in one value.
+///
+/// ```
+/// use std::time::Duration;
+/// use micro_core::Config;
+/// use micro_core::registry::RegistryKind;
+///
+/// let mut config = Config::default(); // or Config::from_env()?
+/// config.registry.kind = RegistryKind::Memory;
+/// config.register_ttl = Duration::from_secs(10);
+/// config.register_interval = Duration::from_secs(3);
+/// assert_eq!(config.server_address, "");
+/// # Ok::<(), micro_core::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Where to listen: empty for every interface and a free port; `:50051`.
+    pub server_address: String,
+    /// The address to announce instead of the bound one.
+    pub advertise: Option<String>,
+    /// How often the service registers again.
+    pub register_interval: Duration,
+    /// How long each registration lives.
+    pub register_ttl: Duration,
+    /// The registry.
+    pub registry: RegistryConfig,
+    /// The broker.
+    pub broker: BrokerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_address: String::new(),
+            advertise: None,
+            register_interval: DEFAULT_REGISTER_INTERVAL,
+            register_ttl: DEFAULT_REGISTER_TTL,
+            registry: RegistryConfig::default(),
+            broker: BrokerConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads every variable in the table above; the first one that is not usable is
+    /// the error, naming the variable and its value.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let registry = RegistryConfig::from_env()?;
+        Self::from_vars(|key| std::env::var_os(key).map(|v| v.to_string_lossy().into_owned()))
+            .map(|config| Self { registry, ..config })
+    }
+
+    /// micro-core's own variables, from `get` (the environment, or a test's map).
+    fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let seconds = |key: &str, default: Duration| match get(key) {
+            None => Ok(default),
+            Some(value) => match value.trim().parse::<u64>() {
+                Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+                _ => Err(ConfigError::invalid(
+                    key,
+                    value,
+                    "expected a positive number of seconds",
+                )),
+            },
+        };
+        let register_interval = seconds(ENV_REGISTER_INTERVAL, DEFAULT_REGISTER_INTERVAL)?;
+        let register_ttl = seconds(ENV_REGISTER_TTL, DEFAULT_REGISTER_TTL)?;
+        if register_ttl <= register_interval {
+            return Err(ConfigError::invalid(
+                ENV_REGISTER_TTL,
+                register_ttl.as_secs().to_string(),
+                format!(
+                    "must be longer than the register interval ({}s)",
+                    register_interval.as_secs()
+                ),
+            ));
+        }
+        let broker_name = get(ENV_BROKER).unwrap_or_default();
+        let kind = match broker_name.trim() {
+            "" | "registry" | "http" => BrokerKind::Registry,
+            "memory" => BrokerKind::Memory,
+            "nats" if cfg!(feature = "nats") => BrokerKind::Nats,
+            "nats" => {
+                return Err(ConfigError::invalid(
+                    ENV_BROKER,
+                    broker_name,
+                    "the NATS broker is not in this build: enable micro-core's feature `nats`",
+                ));
+            }
+            _ => {
+                return Err(ConfigError::invalid(
+                    ENV_BROKER,
+                    broker_name,
+                    "unknown broker (known: registry, memory, nats)",
+                ));
+            }
+        };
+        Ok(Self {
+            server_address: get(ENV_SERVER_ADDRESS).unwrap_or_default(),
+            advertise: get(ENV_SERVER_ADVERTISE).filter(|a| !a.trim().is_empty()),
+            register_interval,
+            register_ttl,
+            registry: RegistryConfig::default(),
+            broker: BrokerConfig {
+                kind,
+                address: get(ENV_BROKER_ADDRESS).filter(|a| !a.trim().is_empty()),
+            },
+        })
+    }
+
+    /// Checks what the builders may have set: the TTL outlives the interval.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        if self.register_ttl <= self.register_interval {
+            return Err(ConfigError::invalid(
+                "register_ttl",
+                format!("{:?}", self.register_ttl),
+                format!(
+                    "must be longer than the register interval ({:?})",
+                    self.register_interval
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        Config::from_vars(|key| map.get(key).cloned())
+    }
+
+    #[test]
+    fn defaults_are_go_micros() {
+        let config = from(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config, Config::default());
+        assert_eq!(config.register_ttl, Duration::from_secs(90));
+        assert_eq!(config.broker.kind, BrokerKind::Registry);
+    }
+
+    #[test]
+    fn values_are_read() {
+        let config = from(&[
+            (ENV_SERVER_ADDRESS, ":50051"),
+            (ENV_SERVER_ADVERTISE, "10.0.0.5:50051"),
+            (ENV_REGISTER_INTERVAL, "3"),
+            (ENV_REGISTER_TTL, "10"),
+            (ENV_BROKER, "memory"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.server_address, ":50051");
+        assert_eq!(config.advertise.as_deref(), Some("10.0.0.5:50051"));
+        assert_eq!(config.register_interval, Duration::from_secs(3));
+        assert_eq!(config.broker.kind, BrokerKind::Memory);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_and_the_value() {
+        let cases = [
+            (
+                vec![(ENV_REGISTER_TTL, "soon")],
+                "MICRO_REGISTER_TTL=\"soon\"",
+            ),
+            (
+                vec![(ENV_REGISTER_INTERVAL, "0")],
+                "MICRO_REGISTER_INTERVAL=\"0\"",
+            ),
+            (
+                vec![(ENV_REGISTER_INTERVAL, "100")],
+                "MICRO_REGISTER_TTL=\"90\": must be longer",
+            ),
+            (
+                vec![(ENV_BROKER, "kafka")],
+                "MICRO_BROKER=\"kafka\": unknown broker",
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let err = from(&pairs)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.starts_with(expected), "{err}");
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Retries: which errors are retried on another node, and that retrying never
+//! outlives the call's deadline.
+
+// Panicking is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use micro_core::selector::RoundRobin;
+use micro_core::transport::TcpTransport;
+use micro_core::{CallOptions, Client, Error, Request};
+use support::{Msg, PATH, client, handler, msg, registry, start};
+
+#[tokio::test]
+async fn unavailable_is_retried_elsewhere_and_invalid_argument_is_not() {
+    let registry = registry();
+    let busy_calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&busy_calls);
+    let busy = start("retry", &registry, move |s| {
+        s.handle(handler("Svc", move |_, m: Msg| {
+            let counted = Arc::clone(&counted);
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                if m.text == "bad" {
+                    Err(Error::bad_request("retry", "bad input"))
+                } else {
+                    Err(Error::service_unavailable("retry", "overloaded"))
+                }
+            }
+        }))
+        .unwrap()
+    })
+    .await;
+    let good = start("retry", &registry, |s| {
+        s.handle(handler("Svc", |_, m: Msg| async move {
+            if m.text == "bad" {
+                Err(Error::bad_request("retry", "bad input"))
+            } else {
+                Ok(msg("ok"))
+            }
+        }))
+        .unwrap()
+    })
+    .await;
+    // Round robin, so that the calls below reach both nodes for certain.
+    let client = Client::builder(Arc::clone(&registry), Arc::new(TcpTransport::default()))
+        .selector(RoundRobin::new())
+        .build();
+    for _ in 0..20 {
+        let reply: Msg = client
+            .call("retry", PATH, Request::new(msg("x"), CallOptions::new()))
+            .await
+            .unwrap();
+        assert_eq!(reply.text, "ok");
+    }
+    let before = busy_calls.load(Ordering::SeqCst);
+    assert!(
+        before <= 20,
+        "the busy node was tried {before} times for 20 calls"
+    );
+    // INVALID_ARGUMENT is the caller's problem: one attempt, no retry.
+    let mut attempts = 0;
+    for _ in 0..10 {
+        let before = busy_calls.load(Ordering::SeqCst);
+        let err = client
+            .call::<_, Msg>("retry", PATH, Request::new(msg("bad"), CallOptions::new()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, 400);
+        attempts += busy_calls.load(Ordering::SeqCst) - before;
+    }
+    // Every other call starts on the busy node and ends there: 5, not 10 or more.
+    assert_eq!(attempts, 5, "an INVALID_ARGUMENT call was retried");
+    busy.stop().await.unwrap();
+    good.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn retries_never_outlive_the_deadline() {
+    let registry = registry();
+    // A registered node that refuses every connection.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = micro_core::registry::Service::new("dead").node(micro_core::registry::Node::new(
+        "dead-1",
+        format!("127.0.0.1:{port}"),
+    ));
+    registry.register(&dead, Default::default()).await.unwrap();
+    let started = Instant::now();
+    let err = client(&registry)
+        .call::<_, Msg>(
+            "dead",
+            PATH,
+            Request::new(
+                msg(""),
+                CallOptions::new().timeout(Duration::from_millis(700)),
+            ),
+        )
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(800), "{took:?}");
+    assert!(err.code == 503 || err.code == 408, "{err}");
+}
