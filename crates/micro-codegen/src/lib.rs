@@ -42,10 +42,10 @@
 //!
 //! ```ignore
 //! use micro_core::stream::Sender;
-//! use micro_core::{Context, Error, Service};
+//! use micro_core::{Context, Error, Service, ServiceError};
 //!
 //! mod greeter { micro_core::include_proto!("go.micro.srv.greeter"); }
-//! use greeter::{register_greeter_handler, GreeterHandler, Request, Response};
+//! use greeter::{greeter_handler, GreeterHandler, Request, Response};
 //!
 //! struct Greeter;
 //!
@@ -63,10 +63,11 @@
 //! }
 //!
 //! #[tokio::main]
-//! async fn main() -> Result<(), Error> {
-//!     let mut service = Service::new("go.micro.srv.greeter");
-//!     register_greeter_handler(service.server(), Greeter)?;
-//!     service.run().await
+//! async fn main() -> Result<(), ServiceError> {
+//!     Service::new("go.micro.srv.greeter")?
+//!         .handle(greeter_handler(Greeter))?
+//!         .run()
+//!         .await
 //! }
 //! ```
 //!
@@ -89,8 +90,9 @@
 //! | item | what |
 //! |---|---|
 //! | `GreeterHandler` | a trait with one async method per RPC (see shapes below) |
-//! | `register_greeter_handler(server, handler)` | serves it, lists its endpoints (`Greeter.Hello`, request and response types, `stream: true` on streams) for the registry, and its descriptors for reflection |
-//! | `GreeterService` | a client: `GreeterService::new("registry.name", client)`; per method `hello(req)` and `hello_with(req, CallOptions)` (timeout, metadata, JSON, node selection) |
+//! | `greeter_handler(handler)` | the `server::Handler` to give `Service::handle`: its methods, its endpoints (`Greeter.Hello`, request and response types, `stream: true` on streams) for the registry, and its descriptors for reflection |
+//! | `GreeterService` | a client: `GreeterService::new("registry.name", client)`; one method per RPC, `hello(req)`, taking the message or a `micro_core::Request` with options (timeout, metadata, JSON, node selection) |
+//! | `impl micro_core::Message` | for every message: whether it has a JSON form (it has, unless [`Builder::serde`] turned serde off) |
 //! | `FILE_DESCRIPTOR_SET` | the encoded descriptors, for gRPC reflection |
 //!
 //! A service already named `...Service` keeps its name for the client (`VesselService`,
@@ -100,8 +102,8 @@
 //! |---|---|---|
 //! | unary | `(ctx, req) -> Result<Resp>` | `(req) -> Result<Resp>` |
 //! | server streaming | `(ctx, req, Sender<Resp>) -> Result<()>` | `(req) -> Result<Receiver<Resp>>` |
-//! | client streaming | `(ctx, Receiver<Req>) -> Result<Resp>` | `(impl Stream<Item = Req>) -> Result<Resp>` |
-//! | bidirectional | `(ctx, Receiver<Req>, Sender<Resp>) -> Result<()>` | `(impl Stream<Item = Req>) -> Result<Receiver<Resp>>` |
+//! | client streaming | `(ctx, Receiver<Req>) -> Result<Resp>` | `(a Stream of Req, or a Request of one) -> Result<Resp>` |
+//! | bidirectional | `(ctx, Receiver<Req>, Sender<Resp>) -> Result<()>` | `(a Stream of Req, or a Request of one) -> Result<Receiver<Resp>>` |
 //!
 //! Messages are prost structs. By default they also derive serde (field names as in
 //! the proto), so every endpoint is callable with JSON (`application/grpc+json`) and

@@ -142,8 +142,23 @@ impl Config {
     /// the error, naming the variable and its value.
     pub fn from_env() -> Result<Self, ConfigError> {
         let registry = RegistryConfig::from_env()?;
-        Self::from_vars(|key| std::env::var_os(key).map(|v| v.to_string_lossy().into_owned()))
-            .map(|config| Self { registry, ..config })
+        let mut values = std::collections::HashMap::new();
+        for key in [
+            ENV_SERVER_ADDRESS,
+            ENV_SERVER_ADVERTISE,
+            ENV_REGISTER_INTERVAL,
+            ENV_REGISTER_TTL,
+            ENV_BROKER,
+            ENV_BROKER_ADDRESS,
+        ] {
+            if let Some(value) = std::env::var_os(key) {
+                let value = value.into_string().map_err(|raw| {
+                    ConfigError::invalid(key, raw.to_string_lossy(), "not valid UTF-8")
+                })?;
+                values.insert(key, value);
+            }
+        }
+        Self::from_vars(|key| values.get(key).cloned()).map(|config| Self { registry, ..config })
     }
 
     /// micro-core's own variables, from `get` (the environment, or a test's map).

@@ -77,7 +77,7 @@ impl<K: AsRef<str>, V: Into<String>> FromIterator<(K, V)> for Metadata {
 /// What a handler knows about the call it serves.
 ///
 /// Pass it on when the handler calls another service, so the deadline and metadata
-/// travel with the request: `client.method_with(req, ctx.call_options())`.
+/// travel with the request: `client.method(Request::new(req, ctx.call_options()))`.
 #[derive(Clone, Debug, Default)]
 pub struct Context {
     metadata: Metadata,

@@ -50,7 +50,7 @@ impl<M: Message> Publisher<M> {
         }
     }
 
-    /// Publishes `message`: a bare message (protobuf), or a [`Request`](crate::Request)
+    /// Publishes `message`: a bare message (protobuf), or a [`Request`]
     /// with options: metadata (pass `ctx.call_options()` from a handler to forward the
     /// caller's) and the encoding (`.json()`).
     pub async fn publish(&self, message: impl IntoRequest<M>) -> Result<(), Error> {

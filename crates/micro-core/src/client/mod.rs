@@ -1,7 +1,7 @@
 //! The client: calls services by name.
 //!
 //! A call resolves the service name through a cache of the registry, picks a node
-//! with the [`Selector`](crate::selector::Selector) (random by default), and sends the
+//! with the [`Selector`] (random by default), and sends the
 //! request over a pooled HTTP/2 connection to that node (one per node, reused; closed
 //! when the node leaves the registry).
 //!
