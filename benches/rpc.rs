@@ -30,7 +30,8 @@ use micro_core::registry::{MemoryRegistry, Registry};
 use micro_core::transport::TcpTransport;
 use micro_core::{Client, Context, Error, Service};
 
-const ROUNDS: usize = 7;
+/// Paired rounds per point; `BENCH_ROUNDS` raises it on a noisy machine.
+const ROUNDS: usize = 15;
 const RUN: Duration = Duration::from_secs(1);
 const WARMUP: Duration = Duration::from_millis(500);
 
@@ -243,7 +244,11 @@ async fn rpc() {
             drive(concurrency, WARMUP, call_tonic.clone()).await;
             drive(concurrency, WARMUP, call_micro.clone()).await;
             let (mut t, mut m) = (Vec::new(), Vec::new());
-            for _ in 0..ROUNDS {
+            let rounds = std::env::var("BENCH_ROUNDS")
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(ROUNDS);
+            for _ in 0..rounds {
                 t.push(round(drive(concurrency, RUN, call_tonic.clone()).await));
                 m.push(round(drive(concurrency, RUN, call_micro.clone()).await));
             }
