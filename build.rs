@@ -12,13 +12,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[
                 "examples/vessel/proto/vessel.proto",
                 "examples/consignment/proto/consignment.proto",
-                "tests/proto/micro/test/v1/shapes.proto",
+                "crates/micro-codegen/tests/proto/micro/test/v1/shapes.proto",
                 "benches/proto/echo.proto",
             ],
             &[
                 "examples/vessel/proto",
                 "examples/consignment/proto",
-                "tests/proto",
+                "crates/micro-codegen/tests/proto",
                 "benches/proto",
             ],
         )?;

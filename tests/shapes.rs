@@ -1,5 +1,6 @@
-//! Generated code for every RPC shape (tests/proto/micro/test/v1/shapes.proto), served
-//! and called over real sockets: unary, server streaming, client streaming,
+//! Generated code for every RPC shape (micro-codegen's sample proto,
+//! `crates/micro-codegen/tests/proto/micro/test/v1/shapes.proto`), served and called
+//! over real sockets: unary, server streaming, client streaming,
 //! bidirectional; an import from another package; well-known types; JSON.
 
 // Panicking is how a test fails.

@@ -1,10 +1,9 @@
 //! What micro-codegen writes, and how it reports broken protos.
 //!
-//! The snapshot is the generated code of `tests/proto/micro/test/v1/shapes.proto` in
-//! this crate, micro-codegen's own copy of the sample protos (the root crate compiles
-//! and runs the same files from the repository root's `tests/proto`; a change to one
-//! copy belongs in both). After an intended change to the generator, refresh it with
-//! `UPDATE_SNAPSHOTS=1 cargo test -p micro-codegen`.
+//! The snapshot is the generated code of `tests/proto/micro/test/v1/shapes.proto`,
+//! micro-codegen's own sample protos (the root crate's `build.rs` compiles the same
+//! files, and `tests/shapes.rs` runs what it generates over sockets). After an intended
+//! change to the generator, refresh it with `UPDATE_SNAPSHOTS=1 cargo test -p micro-codegen`.
 
 // Panicking is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
