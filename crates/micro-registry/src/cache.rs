@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::{Action, Error, Event, RegisterOptions, Registry, Service, WatchOptions, Watcher};
+use crate::{
+    Action, Error, Event, Node, RegisterOptions, Registry, Service, WatchOptions, Watcher,
+};
 
 /// How long a cached service is trusted without a re-read (go-micro's `DefaultTTL`).
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
@@ -303,5 +305,9 @@ impl Registry for CachedRegistry {
 
     fn name(&self) -> &'static str {
         self.inner.registry.name()
+    }
+
+    fn suspect(&self, service: &str, node: &Node) {
+        self.inner.registry.suspect(service, node);
     }
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::{Error, Service};
+use crate::{Error, Node, Service};
 
 /// Service discovery: where services announce their nodes and clients find them.
 ///
@@ -33,6 +33,13 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     async fn watch(&self, options: WatchOptions) -> Result<Watcher, Error>;
     /// The registry's name: `memory`, `mdns`, ...
     fn name(&self) -> &'static str;
+    /// Tells the registry that `node` of `service` refused a connection. A registry
+    /// that can check sooner than the node's TTL (mDNS asks the node directly) drops
+    /// the node from this process's view, and tells watchers, when it does not answer.
+    /// Returns at once; the check runs in the background. Default: nothing.
+    fn suspect(&self, service: &str, node: &Node) {
+        let _ = (service, node);
+    }
 }
 
 /// Options for [`Registry::register`].
