@@ -167,6 +167,7 @@ pub struct CallOptions {
     pub(crate) retries: Option<usize>,
     pub(crate) content_type: ContentType,
     pub(crate) selector: Option<std::sync::Arc<dyn crate::selector::Selector>>,
+    pub(crate) node: Option<String>,
 }
 
 /// The encoding of a call's messages.
@@ -218,6 +219,14 @@ impl CallOptions {
     #[must_use]
     pub fn json(mut self) -> Self {
         self.content_type = ContentType::Json;
+        self
+    }
+
+    /// Calls only the node with this id (a registry node id, `name-uuid`); the call
+    /// fails with 503 when the service has no such node. Retries go to no other node.
+    #[must_use]
+    pub fn node(mut self, id: impl Into<String>) -> Self {
+        self.node = Some(id.into());
         self
     }
 

@@ -88,6 +88,10 @@ impl Client {
         let mut tried: Vec<String> = Vec::new();
         let mut last_error = None;
         for n in 0..=retries {
+            // A call pinned to one node has nowhere else to go.
+            if n > 0 && options.node.is_some() {
+                break;
+            }
             if n > 0 {
                 let delay = (self.inner.backoff)(u32::try_from(n).unwrap_or(u32::MAX));
                 if Instant::now() + delay >= deadline {

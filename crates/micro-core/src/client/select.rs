@@ -28,6 +28,18 @@ impl Client {
         tried: &[String],
         options: &CallOptions,
     ) -> Result<&'a Node, Error> {
+        if let Some(id) = &options.node {
+            return services
+                .iter()
+                .flat_map(|s| s.nodes.iter())
+                .find(|n| &n.id == id)
+                .ok_or_else(|| {
+                    Error::service_unavailable(
+                        "go.micro.client",
+                        format!("service {service}: no node {id}"),
+                    )
+                });
+        }
         let all: Vec<&Node> = services.iter().flat_map(|s| s.nodes.iter()).collect();
         if all.is_empty() {
             return Err(no_nodes(service));
