@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use micro_core::client::Ejection;
 use micro_core::selector::RoundRobin;
 use micro_core::transport::TcpTransport;
 use micro_core::{CallOptions, Client, Error, Request};
@@ -46,9 +47,11 @@ async fn unavailable_is_retried_elsewhere_and_invalid_argument_is_not() {
         .unwrap()
     })
     .await;
-    // Round robin, so that the calls below reach both nodes for certain.
+    // Round robin, so that the calls below reach both nodes for certain; no ejection,
+    // so that the busy node stays in the choice (tests/ejection.rs tests ejection).
     let client = Client::builder(Arc::clone(&registry), Arc::new(TcpTransport::default()))
         .selector(RoundRobin::new())
+        .ejection(Ejection::default().consecutive_failures(0))
         .build();
     for _ in 0..20 {
         let reply: Msg = client

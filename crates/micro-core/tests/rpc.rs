@@ -208,39 +208,6 @@ async fn a_bad_listen_address_is_an_error_not_a_panic() {
     assert!(std::error::Error::source(&err).is_some(), "{err:?}");
 }
 
-/// TCP, counting dials per address.
-#[derive(Debug, Default)]
-struct CountingTransport {
-    tcp: TcpTransport,
-    dials: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-}
-
-#[async_trait::async_trait]
-impl micro_core::transport::Transport for CountingTransport {
-    async fn listen(
-        &self,
-        address: &str,
-    ) -> Result<Box<dyn micro_core::transport::Listener>, micro_core::transport::TransportError>
-    {
-        self.tcp.listen(address).await
-    }
-    async fn dial(
-        &self,
-        address: &str,
-    ) -> Result<micro_core::transport::BoxedIo, micro_core::transport::TransportError> {
-        *self
-            .dials
-            .lock()
-            .unwrap()
-            .entry(address.to_string())
-            .or_default() += 1;
-        self.tcp.dial(address).await
-    }
-    fn name(&self) -> &'static str {
-        "counting-tcp"
-    }
-}
-
 #[tokio::test]
 async fn a_node_that_refused_a_connection_is_passed_over() {
     let (registry, _client, stop, task) = start().await;
@@ -257,7 +224,7 @@ async fn a_node_that_refused_a_connection_is_passed_over() {
             dead_address.clone(),
         ));
     registry.register(&dead, Default::default()).await.unwrap();
-    let transport = Arc::new(CountingTransport::default());
+    let transport = Arc::new(support::CountingTransport::default());
     let client = Client::new(Arc::clone(&registry), transport.clone());
     for _ in 0..50 {
         let reply: Ping = client

@@ -8,6 +8,8 @@ use micro_transport::Transport;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
+use super::budget::RetryBudget;
+use super::eject::Ejection;
 use super::error::LayerError;
 use super::{Body, Client, HttpClient, LayerFn};
 use crate::codec::{BoxError, DEFAULT_MAX_MESSAGE_SIZE};
@@ -52,6 +54,8 @@ pub struct ClientBuilder {
     pub(super) backoff: fn(u32) -> Duration,
     pub(super) max_message_size: usize,
     pub(super) layers: Vec<LayerFn>,
+    pub(super) ejection: Ejection,
+    pub(super) retry_budget: RetryBudget,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -75,6 +79,8 @@ impl ClientBuilder {
             backoff: default_backoff,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             layers: Vec::new(),
+            ejection: Ejection::default(),
+            retry_budget: RetryBudget::default(),
         }
     }
 
@@ -103,6 +109,22 @@ impl ClientBuilder {
     #[must_use]
     pub fn backoff(mut self, backoff: fn(u32) -> Duration) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// When failing nodes are taken out of the choice, and for how long (see
+    /// [`Ejection`]; defaults from Envoy and linkerd).
+    #[must_use]
+    pub fn ejection(mut self, ejection: Ejection) -> Self {
+        self.ejection = ejection;
+        self
+    }
+
+    /// How many retries the client may make in all (see [`RetryBudget`]; default 20 %
+    /// of calls plus 10 per second).
+    #[must_use]
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.retry_budget = budget;
         self
     }
 

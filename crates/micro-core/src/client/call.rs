@@ -85,19 +85,30 @@ impl Client {
             )
         };
         self.ensure_pruning().await;
+        self.inner.budget.call();
         let mut tried: Vec<String> = Vec::new();
-        let mut last_error = None;
+        let mut last_error: Option<Error> = None;
+        // Whether the last failure was a refused connection: the request never left,
+        // so another node is tried at once, with no backoff.
+        let mut last_refused = false;
         for n in 0..=retries {
-            // A call pinned to one node has nowhere else to go.
-            if n > 0 && options.node.is_some() {
-                break;
-            }
             if n > 0 {
-                let delay = (self.inner.backoff)(u32::try_from(n).unwrap_or(u32::MAX));
-                if Instant::now() + delay >= deadline {
+                // A call pinned to one node has nowhere else to go; and no backoff is
+                // spent waiting on nodes known to be dead.
+                if options.node.is_some() || !self.has_candidate(service, &tried) {
                     break;
                 }
-                tokio::time::sleep(delay).await;
+                if !self.inner.budget.retry() {
+                    tracing::debug!(service, "retry budget spent: no retry");
+                    break;
+                }
+                if !last_refused {
+                    let delay = (self.inner.backoff)(u32::try_from(n).unwrap_or(u32::MAX));
+                    if Instant::now() + delay >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                }
             }
             // The time left as the request leaves: the first attempt leaves at once
             // (grpc-timeout counts whole milliseconds), a retry after its backoff.
@@ -132,34 +143,48 @@ impl Client {
             .await;
             let status = match outcome {
                 Err(_) => return Err(timed_out()),
-                Ok(Ok(response)) => return Ok(response),
+                Ok(Ok(response)) => {
+                    self.succeeded(&node.address);
+                    return Ok(response);
+                }
                 // tonic enforces `grpc-timeout` too, and reports it as CANCELLED; past
                 // the deadline, whoever noticed first, it is a timeout.
                 Ok(Err(_)) if Instant::now() >= deadline => return Err(timed_out()),
                 Ok(Err(status)) => status,
             };
             let refused = is_connection_failure(&status);
-            // A node that answered UNAVAILABLE is worth retrying elsewhere, not again.
-            let elsewhere = status.code() == tonic::Code::Unavailable
-                && self.has_untried(service, &tried, node).await;
-            if !refused && !elsewhere {
+            tried.push(node.address.clone());
+            if refused {
+                self.refused(service, node);
+            } else if status.code() == tonic::Code::Unavailable {
+                self.failed(service, node);
+                // UNAVAILABLE is worth retrying elsewhere, not again on the same node;
+                // with nowhere else to go, the caller gets the node's own answer.
+                if !self.has_candidate(service, &tried) {
+                    return Err(client_error(status));
+                }
+            } else {
+                // The node answered: whatever the answer, it is alive.
+                self.succeeded(&node.address);
                 return Err(client_error(status));
             }
             tracing::debug!(service, node = %node.id, error = %status.message(), attempt = n, "retryable failure");
-            if refused {
-                self.forget(&node.address);
-                self.refused(&node.address);
-            }
+            last_refused = refused;
             last_error = Some(Error::service_unavailable(
                 "go.micro.client",
                 format!(
-                    "service {service}: node {} at {} unavailable: {}",
+                    "service {service}: node {} at {} {}: {} (tried {})",
                     node.id,
                     node.address,
-                    status.message()
+                    if refused {
+                        "unreachable"
+                    } else {
+                        "unavailable"
+                    },
+                    status.message(),
+                    tried.join(", ")
                 ),
             ));
-            tried.push(node.address.clone());
         }
         Err(last_error.unwrap_or_else(timed_out))
     }
@@ -225,8 +250,7 @@ impl Client {
             .max_encoding_message_size(self.inner.max_message_size);
         let failed = |status: tonic::Status| {
             if is_connection_failure(&status) {
-                self.forget(&node.address);
-                self.refused(&node.address);
+                self.refused(service, node);
                 Error::service_unavailable(
                     "go.micro.client",
                     format!(

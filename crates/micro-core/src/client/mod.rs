@@ -15,11 +15,21 @@
 //!
 //! A call is retried, up to 5 times (go-micro v4's default) and never past its
 //! deadline, when the node could not be reached (the request never left), or when it
-//! answered UNAVAILABLE and another node is there to try. Each retry goes to a node
-//! not yet tried when there is one, after go-micro's backoff (0.1 s, 0.6 s, 1.9 s,
-//! ...). No other error is retried (go-micro v4 retries only its own timeouts; micro does not,
-//! since a request that timed out may have run). A node that refused a connection is
-//! passed over by later calls for 5 s.
+//! answered UNAVAILABLE, and only on a node not yet tried and not ejected. After a
+//! refused connection the next node is tried at once; after UNAVAILABLE, after
+//! go-micro's backoff (0.1 s, 0.6 s, 1.9 s, ...). No other error is retried (go-micro
+//! v4 retries only its own timeouts; micro does not, since a request that timed out
+//! may have run). When no node is left to try, the call fails at once with 503 naming
+//! the nodes: no backoff is spent on nodes known to be dead.
+//!
+//! # Ejection and the retry budget
+//!
+//! Failing nodes are taken out of the choice ([`Ejection`]): a node that refuses a
+//! connection at once (and the registry is asked to check it, see
+//! `Registry::suspect`), a node that answers UNAVAILABLE after 5 in a row; the penalty
+//! grows from 1 s to 60 s, and a node is probed back when it ends. Retries stay within
+//! a [`RetryBudget`] (20 % of calls plus 10 per second), so that retries cannot
+//! multiply an overload.
 //!
 //! Streams go to one node, are not retried, and have no deadline unless the options
 //! give one (a timeout or the caller's deadline), since a stream may rightly outlive
@@ -31,10 +41,13 @@
 //! encoding and the connection.
 //!
 //! The files: `builder` (options), `call` (deadline, retries, one attempt, streams),
-//! `select` (node choice), `pool` (connections), `error` (what a failure means).
+//! `select` (node choice), `eject` (node health), `budget` (retries allowed), `pool`
+//! (connections), `error` (what a failure means).
 
+mod budget;
 mod builder;
 mod call;
+mod eject;
 mod error;
 mod pool;
 mod select;
@@ -48,8 +61,10 @@ use micro_registry::{CachedRegistry, Registry};
 use micro_transport::{ProtoCodec, Transport};
 use tower::util::BoxCloneSyncService;
 
+pub use self::budget::RetryBudget;
 pub use self::builder::{ClientBuilder, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRIES, default_backoff};
 use self::call::{Requests, single};
+pub use self::eject::Ejection;
 pub use self::error::LayerError;
 use self::error::no_json_form;
 use crate::codec::{Message, MessageJsonCodec};
@@ -84,9 +99,12 @@ struct Inner {
     layers: Vec<LayerFn>,
     /// address -> the connection to it. Read on every call, written once per node.
     pool: RwLock<HashMap<String, pool::Connection>>,
-    refused: Mutex<select::Refused>,
-    /// Whether `refused` may hold anything (read on every call, without the lock).
-    any_refused: AtomicBool,
+    /// Nodes that lately failed, and their ejection.
+    health: Mutex<eject::Ejected>,
+    /// Whether `health` may hold anything (read on every call, without the lock).
+    any_health: AtomicBool,
+    ejection: eject::Ejection,
+    budget: budget::Spend,
     pruning: AtomicBool,
 }
 
@@ -158,8 +176,10 @@ impl Client {
                 max_message_size: builder.max_message_size,
                 layers: builder.layers,
                 pool: RwLock::new(HashMap::new()),
-                refused: Mutex::new(HashMap::new()),
-                any_refused: AtomicBool::new(false),
+                health: Mutex::new(eject::Ejected::default()),
+                any_health: AtomicBool::new(false),
+                ejection: builder.ejection,
+                budget: builder.retry_budget.build(),
                 pruning: AtomicBool::new(false),
             }),
         }

@@ -12,7 +12,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use super::error::LayerError;
-use super::{Body, Client, HttpClient, Inner, read, write};
+use super::{Body, Client, HttpClient, Inner, lock, read, write};
 
 impl Client {
     /// The pooled connection to `address` (layered, when the client has layers),
@@ -79,6 +79,11 @@ impl Client {
                             if pool.remove(&node.address).is_some() {
                                 tracing::debug!(address = %node.address, "closing the connection to a node that left");
                             }
+                        }
+                        drop(pool);
+                        let mut health = lock(&inner.health);
+                        for node in &event.service.nodes {
+                            health.forget(&node.address);
                         }
                     }
                     Ok(_) | Err(micro_registry::Error::Lagged(_)) => {}

@@ -116,3 +116,58 @@ where
 {
     Handler::new("test", name).unary("Call", "Msg", "Msg", reply)
 }
+
+/// TCP, counting dials per address.
+#[derive(Debug, Default)]
+pub(crate) struct CountingTransport {
+    tcp: TcpTransport,
+    pub(crate) dials: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+#[async_trait::async_trait]
+impl micro_core::transport::Transport for CountingTransport {
+    async fn listen(
+        &self,
+        address: &str,
+    ) -> Result<Box<dyn micro_core::transport::Listener>, micro_core::transport::TransportError>
+    {
+        self.tcp.listen(address).await
+    }
+    async fn dial(
+        &self,
+        address: &str,
+    ) -> Result<micro_core::transport::BoxedIo, micro_core::transport::TransportError> {
+        *self
+            .dials
+            .lock()
+            .unwrap()
+            .entry(address.to_string())
+            .or_default() += 1;
+        self.tcp.dial(address).await
+    }
+    fn name(&self) -> &'static str {
+        "counting-tcp"
+    }
+}
+
+impl CountingTransport {
+    /// How many times `address` was dialed.
+    pub(crate) fn dials(&self, address: &str) -> usize {
+        self.dials
+            .lock()
+            .unwrap()
+            .get(address)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// A free loopback address that refuses connections (nothing listens on it).
+pub(crate) fn refusing_address() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
