@@ -9,12 +9,17 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use micro_core::registry::{Action, MdnsRegistry, Registry, WatchOptions};
+use micro_core::registry::{Action, MdnsRegistry, Node, RegisterOptions, Registry, WatchOptions};
 use micro_core::transport::TcpTransport;
-use micro_core::{CallOptions, Client, Request};
-use micro_examples::consignment::{GetRequest, ShippingService};
+use micro_core::{CallOptions, Client, Context, Request, Service};
+use micro_examples::consignment::{Consignment, Container, GetRequest, ShippingService};
+use micro_examples::vessel::{
+    Response as VesselResponse, Specification, Vessel, VesselServiceHandler, vessel_service_handler,
+};
 
 /// The example services have fixed names, so tests that start them take turns
 /// (nextest runs them one at a time too: `.config/nextest.toml`).
@@ -227,6 +232,161 @@ async fn consignment_gets_a_vessel_found_by_name() {
     assert!(consignment.stop().success());
 }
 
+/// A vessel service in the test process that answers after `delay_ms`.
+struct SlowFleet {
+    delay_ms: Arc<AtomicU64>,
+}
+
+#[micro_core::async_trait]
+impl VesselServiceHandler for SlowFleet {
+    async fn find_available(
+        &self,
+        _ctx: Context,
+        _spec: Specification,
+    ) -> Result<VesselResponse, micro_core::Error> {
+        let delay = Duration::from_millis(self.delay_ms.load(Ordering::SeqCst));
+        tokio::time::sleep(delay).await;
+        Ok(VesselResponse {
+            vessel: Some(Vessel {
+                id: "vessel001".into(),
+                ..Vessel::default()
+            }),
+            vessels: Vec::new(),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_booking_is_stored_only_while_its_caller_waits_and_never_waits_for_its_event() {
+    let _turn = SERIAL.lock().await;
+    let registry = registry();
+    let delay_ms = Arc::new(AtomicU64::new(1500));
+    let vessel = Service::from_config("go.micro.srv.vessel", micro_core::Config::default())
+        .address("127.0.0.1:0")
+        .registry(Arc::new(registry.clone()))
+        .handle(vessel_service_handler(SlowFleet {
+            delay_ms: Arc::clone(&delay_ms),
+        }))
+        .unwrap();
+    let (stop_vessel, vessel_stopped) = tokio::sync::oneshot::channel::<()>();
+    let vessel = tokio::spawn(vessel.run_until(async move {
+        let _ = vessel_stopped.await;
+    }));
+    let log = std::env::temp_dir().join(format!("consignment-{}.log", std::process::id()));
+    let consignment = Running::start_logged("consignment", &log);
+    wait_for(&registry, "go.micro.srv.vessel", true).await;
+    wait_for(&registry, "go.micro.srv.consignment", true).await;
+    let shipping = ShippingService::new(
+        "go.micro.srv.consignment",
+        Client::new(
+            Arc::new(registry.clone()),
+            Arc::new(TcpTransport::default()),
+        ),
+    );
+    let booking = || Consignment {
+        description: "deadline test".into(),
+        weight: 100,
+        containers: vec![Container::default()],
+        ..Consignment::default()
+    };
+    let stored = || async {
+        shipping
+            .get_consignments(GetRequest {})
+            .await
+            .expect("get consignments")
+            .consignments
+            .len()
+    };
+
+    // The vessel service takes 1.5 s; the caller waits 0.7 s: DEADLINE_EXCEEDED, and
+    // nothing is booked, then or when the vessel service answers.
+    let started = Instant::now();
+    let err = shipping
+        .create_consignment(Request::new(
+            booking(),
+            CallOptions::new().timeout(Duration::from_millis(700)),
+        ))
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(err.code, 408, "{err:?}");
+    assert!(waited < Duration::from_millis(1200), "{waited:?}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(stored().await, 0);
+
+    // A subscriber of consignment.created that accepts connections and never answers
+    // (a process hung, or dead behind a firewall).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_address = silent.local_addr().unwrap().to_string();
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut node = Node::new("micro.broker-silent", silent_address.clone());
+    node.metadata.insert("broker".into(), "registry".into());
+    node.metadata
+        .insert("topic".into(), "consignment.created".into());
+    let subscription = micro_core::registry::Service::new("micro.broker")
+        .version("broadcast")
+        .node(node);
+    registry
+        .register(
+            &subscription,
+            RegisterOptions::default().ttl(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    wait_for(&registry, "micro.broker", true).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // With a fast vessel service the booking is stored and answered at once: the
+    // announcement, which the silent subscriber holds up, is not waited for.
+    delay_ms.store(0, Ordering::SeqCst);
+    let started = Instant::now();
+    let created = shipping
+        .create_consignment(Request::new(
+            booking(),
+            CallOptions::new().timeout(Duration::from_secs(2)),
+        ))
+        .await
+        .expect("booked");
+    let took = started.elapsed();
+    eprintln!("booking with a silent subscriber: {took:?}");
+    assert!(created.created);
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+    assert_eq!(stored().await, 1);
+
+    // The failed announcement is logged as what it was, once its own 5 s ran out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("announcing it failed") {
+            let failed = text
+                .lines()
+                .find(|l| l.contains("delivery to a subscriber failed"))
+                .unwrap_or_else(|| panic!("no delivery failure logged:\n{text}"));
+            assert!(failed.contains("micro.broker-silent"), "{failed}");
+            assert!(failed.contains(&silent_address), "{failed}");
+            assert!(failed.contains("consignment.created"), "{failed}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed announcement logged:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::fs::remove_file(&log);
+
+    registry.deregister(&subscription).await.unwrap();
+    holding.abort();
+    assert!(consignment.stop().success());
+    stop_vessel.send(()).unwrap();
+    vessel.await.unwrap().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_service_disappears_from_a_watching_registry() {
     let _turn = SERIAL.lock().await;
@@ -274,6 +434,11 @@ async fn a_killed_service_disappears_within_its_ttl() {
         .watch(WatchOptions::service("go.micro.srv.vessel"))
         .await
         .expect("watch");
+    // Its subscription to consignment.created lives by the same TTL.
+    let mut subscriptions = registry
+        .watch(WatchOptions::service("micro.broker"))
+        .await
+        .expect("watch");
     let mut vessel = Running::start_with(
         "vessel",
         &[
@@ -286,9 +451,18 @@ async fn a_killed_service_disappears_within_its_ttl() {
         .expect("no create event")
         .expect("watcher");
     assert_eq!(created.action, Action::Create);
+    let subscribed = tokio::time::timeout(Duration::from_secs(10), subscriptions.next())
+        .await
+        .expect("no subscription")
+        .expect("watcher");
+    assert_eq!(subscribed.action, Action::Create);
     // Alive, it outlives its TTL: liveness queries keep it.
     let quiet = tokio::time::timeout(Duration::from_secs(3), watcher.next()).await;
     assert!(quiet.is_err(), "unexpected event while alive: {quiet:?}");
+    assert!(
+        registry.get_service("micro.broker").await.is_ok(),
+        "the subscription left while its process was alive"
+    );
 
     // No goodbye: the process dies at once.
     vessel.child.kill().expect("SIGKILL");
@@ -303,6 +477,20 @@ async fn a_killed_service_disappears_within_its_ttl() {
     assert_eq!(deleted.action, Action::Delete);
     assert_eq!(deleted.service.nodes[0].id, created.service.nodes[0].id);
     // The TTL, plus at most one liveness query period (a third of it) and a sweep.
+    assert!(took < Duration::from_millis(3500), "{took:?}");
+    // The subscription goes the same way (it was registered with a fixed 90 s TTL).
+    let gone = loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), subscriptions.next())
+            .await
+            .expect("no subscription delete event within 10s")
+            .expect("watcher");
+        if event.action == Action::Delete {
+            break event;
+        }
+    };
+    let took = killed_at.elapsed();
+    eprintln!("SIGKILL -> subscription delete seen: {took:?} (TTL 2s)");
+    assert_eq!(gone.service.nodes[0].id, subscribed.service.nodes[0].id);
     assert!(took < Duration::from_millis(3500), "{took:?}");
 }
 

@@ -3,6 +3,13 @@
 //! Messages travel as protobuf (`Content-Type: application/protobuf`) or, on request,
 //! JSON (`application/json`); subscribers read either. Headers carry go-micro's
 //! `Micro-Topic` and `Micro-Id`, and the publisher's metadata.
+//!
+//! A publish waits no longer than its request's deadline: the earlier of the options'
+//! deadline and timeout, so `Request::new(message, ctx.call_options())` in a handler
+//! gives the broker what is left of the caller's deadline, and a deadline that passed
+//! publishes nothing. Past it, [`Publisher::publish`] fails with a 408
+//! (DEADLINE_EXCEEDED); deliveries made by then stand, the rest are abandoned, and
+//! nothing is retried later (see [`crate::broker`] on work whose caller gave up).
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -10,7 +17,7 @@ use std::sync::Arc;
 
 use crate::broker::{
     Broker, BrokerError, Event, HEADER_CONTENT_TYPE, HEADER_ID, HEADER_TOPIC, Handler,
-    HandlerFuture,
+    HandlerFuture, PublishOptions,
 };
 use crate::codec::Message;
 use crate::{ContentType, Context, Error, IntoRequest, Metadata, Request};
@@ -51,10 +58,12 @@ impl<M: Message> Publisher<M> {
     }
 
     /// Publishes `message`: a bare message (protobuf), or a [`Request`]
-    /// with options: metadata (pass `ctx.call_options()` from a handler to forward the
-    /// caller's) and the encoding (`.json()`).
+    /// with options: metadata and deadline (pass `ctx.call_options()` from a handler to
+    /// forward the caller's), a timeout, and the encoding (`.json()`). Fails with 408
+    /// when the deadline passes first (see the module docs).
     pub async fn publish(&self, message: impl IntoRequest<M>) -> Result<(), Error> {
         let Request { message, options } = message.into_request();
+        let publish_options = PublishOptions::from_call(&options);
         let (content_type, body) = match options.content_type {
             ContentType::Proto => (PROTOBUF, message.encode_to_vec()),
             ContentType::Json => {
@@ -73,16 +82,24 @@ impl<M: Message> Publisher<M> {
         header.insert(HEADER_CONTENT_TYPE.into(), content_type.into());
         header.insert(HEADER_TOPIC.into(), self.topic.clone());
         header.insert(HEADER_ID.into(), uuid::Uuid::new_v4().to_string());
-        self.broker.connect().await.map_err(broker_error)?;
-        self.broker
-            .publish(&self.topic, crate::broker::Message { header, body })
+        let message = crate::broker::Message { header, body };
+        // Connecting and publishing, within the deadline (none: the broker's own bound).
+        let publish = async {
+            self.broker.connect().await?;
+            let options = publish_options.clone();
+            self.broker.publish(&self.topic, message, options).await
+        };
+        crate::broker::within(&publish_options, self.broker.name(), &self.topic, publish)
             .await
             .map_err(broker_error)
     }
 }
 
 fn broker_error(e: BrokerError) -> Error {
-    Error::internal_server_error("go.micro.broker", e.to_string())
+    match e {
+        BrokerError::DeadlineExceeded { .. } => Error::timeout("go.micro.broker", e.to_string()),
+        e => Error::internal_server_error("go.micro.broker", e.to_string()),
+    }
 }
 
 /// Wraps a typed handler as a broker [`Handler`]: decodes each message (protobuf or

@@ -8,16 +8,19 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::{
-    Broker, BrokerError, Event, Handler, Message, SUBSCRIBER_BUFFER, SubscribeOptions, Subscriber,
+    Broker, BrokerError, Event, Handler, Message, PublishOptions, SUBSCRIBER_BUFFER,
+    SubscribeOptions, Subscriber,
 };
 
 /// A broker inside one process. Each subscriber has its own task and a bounded
 /// buffer: a slow subscriber slows nobody else; when its buffer is full, messages
-/// for it are dropped and counted ([`MemoryBroker::dropped`]).
+/// for it are dropped and counted ([`MemoryBroker::dropped`]). Publishing never
+/// waits (it hands the message to the buffers at once); a publish whose deadline
+/// already passed delivers nothing and fails with [`BrokerError::DeadlineExceeded`].
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), micro_core::broker::BrokerError> {
-/// use micro_core::broker::{handler, Broker, MemoryBroker, Message, SubscribeOptions};
+/// use micro_core::broker::{handler, Broker, MemoryBroker, Message, PublishOptions, SubscribeOptions};
 ///
 /// let broker = MemoryBroker::new();
 /// broker.connect().await?;
@@ -25,7 +28,7 @@ use super::{
 /// let _sub = broker
 ///     .subscribe("events", handler(move |e| { let tx = tx.clone(); async move { let _ = tx.send(e); Ok(()) } }), SubscribeOptions::default())
 ///     .await?;
-/// broker.publish("events", Message { body: b"hi".to_vec(), ..Message::default() }).await?;
+/// broker.publish("events", Message { body: b"hi".to_vec(), ..Message::default() }, PublishOptions::default()).await?;
 /// assert_eq!(rx.recv().await.map(|e| e.message.body), Some(b"hi".to_vec()));
 /// # Ok(()) }
 /// ```
@@ -88,8 +91,22 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn publish(&self, topic: &str, message: Message) -> Result<(), BrokerError> {
+    async fn publish(
+        &self,
+        topic: &str,
+        message: Message,
+        options: PublishOptions,
+    ) -> Result<(), BrokerError> {
         self.check_connected()?;
+        if options
+            .deadline
+            .is_some_and(|d| d <= tokio::time::Instant::now())
+        {
+            return Err(BrokerError::DeadlineExceeded {
+                broker: "memory",
+                message: format!("nothing delivered on {topic}"),
+            });
+        }
         let topics = self.topics();
         let Some(subscriptions) = topics.get(topic) else {
             return Ok(());
@@ -211,7 +228,10 @@ mod tests {
                 .unwrap(),
         ];
         for _ in 0..10 {
-            broker.publish("t", Message::default()).await.unwrap();
+            broker
+                .publish("t", Message::default(), PublishOptions::default())
+                .await
+                .unwrap();
         }
         settle().await;
         assert_eq!(a.load(Ordering::SeqCst), 10);
@@ -234,12 +254,34 @@ mod tests {
             .await
             .unwrap();
         sub.unsubscribe();
-        broker.publish("t", Message::default()).await.unwrap();
+        broker
+            .publish("t", Message::default(), PublishOptions::default())
+            .await
+            .unwrap();
         settle().await;
         assert_eq!(count.load(Ordering::SeqCst), 0);
+        // A deadline already passed: nothing is handed over.
+        let sub = broker
+            .subscribe(
+                "t",
+                counting(Arc::clone(&count)),
+                SubscribeOptions::default(),
+            )
+            .await
+            .unwrap();
+        let passed = PublishOptions::default().deadline(tokio::time::Instant::now());
+        assert!(matches!(
+            broker.publish("t", Message::default(), passed).await,
+            Err(BrokerError::DeadlineExceeded { .. })
+        ));
+        settle().await;
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+        drop(sub);
         broker.disconnect().await.unwrap();
         assert_eq!(
-            broker.publish("t", Message::default()).await,
+            broker
+                .publish("t", Message::default(), PublishOptions::default())
+                .await,
             Err(BrokerError::NotConnected("memory"))
         );
     }

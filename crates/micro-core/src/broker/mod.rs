@@ -1,4 +1,29 @@
 //! Publish and subscribe: the `Broker` trait (go-micro's `broker.Broker`).
+//!
+//! # Deadlines, and work whose caller gave up
+//!
+//! A publish waits no longer than its deadline ([`PublishOptions::deadline`]; a
+//! [`Publisher`](crate::event::Publisher) takes it from the request's options, so a
+//! handler that publishes with `ctx.call_options()` passes on what is left of its
+//! caller's deadline). Past it, `publish` returns [`BrokerError::DeadlineExceeded`]
+//! (a 408 / DEADLINE_EXCEEDED through the publisher). Without a deadline each broker
+//! bounds a publish itself: [`DEFAULT_PUBLISH_TIMEOUT`].
+//!
+//! Events are delivered at most once, and a publish that gave up is not undone:
+//!
+//! - deliveries already handed over stay delivered (a subscriber's buffer took them;
+//!   its handler runs whatever happens to the publisher or its caller);
+//! - deliveries still on their way when the deadline passes are abandoned: the
+//!   subscriber may or may not get the message, and nothing retries it;
+//! - nothing is stored for later: a message nobody could take now is lost, and the
+//!   publisher is told (an error naming what failed) and logs it.
+//!
+//! Whatever a handler did before publishing is its own to keep or undo. A handler
+//! should check its [`Context`](crate::Context) (`remaining()`, `is_cancelled()`)
+//! before it commits work, since its caller may have given up; the shippy
+//! `consignment` example stores a booking only while its caller still waits, and
+//! announces it afterwards, so a late or failed announcement never fails a booking
+//! that was stored.
 
 mod memory;
 #[cfg(feature = "nats")]
@@ -10,10 +35,13 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::time::Instant;
 
-use crate::config::{BrokerConfig, BrokerKind};
+use crate::CallOptions;
+use crate::config::{BrokerKind, Config};
 
 pub use self::memory::MemoryBroker;
 #[cfg(feature = "nats")]
@@ -23,6 +51,9 @@ pub use self::registry::RegistryBroker;
 /// How many messages a subscriber may have waiting before new ones are refused.
 pub const SUBSCRIBER_BUFFER: usize = 1024;
 
+/// How long a publish may take when its options give no deadline.
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// go-micro's header naming a message's topic.
 pub const HEADER_TOPIC: &str = "Micro-Topic";
 /// go-micro's header naming a message's id.
@@ -30,22 +61,28 @@ pub const HEADER_ID: &str = "Micro-Id";
 /// The header naming a message's encoding.
 pub const HEADER_CONTENT_TYPE: &str = "Content-Type";
 
-/// Builds the broker `config` names, over `registry` and `transport` (which the
-/// default, registry broker uses).
+/// Builds the broker `config.broker` names, over `registry` and `transport` (which
+/// the default, registry broker uses). The registry broker registers its
+/// subscriptions with the service's register TTL and interval
+/// (`config.register_ttl`, `config.register_interval`).
 pub fn build(
-    config: &BrokerConfig,
+    config: &Config,
     registry: Arc<dyn micro_registry::Registry>,
     transport: Arc<dyn micro_transport::Transport>,
 ) -> Arc<dyn Broker> {
-    let address = config.address.as_deref().unwrap_or_default();
-    match config.kind {
+    let address = config.broker.address.as_deref().unwrap_or_default();
+    match config.broker.kind {
         BrokerKind::Memory => Arc::new(MemoryBroker::new()),
         #[cfg(feature = "nats")]
         BrokerKind::Nats if !address.is_empty() => Arc::new(NatsBroker::new(address)),
         #[cfg(feature = "nats")]
         BrokerKind::Nats => Arc::new(NatsBroker::new(nats::DEFAULT_ADDRESS)),
         // Config refuses `nats` in a build without it; a hand-made config falls back.
-        _ => Arc::new(RegistryBroker::listening(registry, transport, address)),
+        _ => Arc::new(
+            RegistryBroker::listening(registry, transport, address)
+                .ttl(config.register_ttl)
+                .interval(config.register_interval),
+        ),
     }
 }
 
@@ -90,6 +127,15 @@ pub enum BrokerError {
         /// Why the first one failed.
         first: String,
     },
+    /// The deadline passed before the message was handed to every subscriber (or
+    /// to the backend). Deliveries already made stand; the others were abandoned.
+    #[error("{broker} broker: deadline exceeded: {message}")]
+    DeadlineExceeded {
+        /// The broker's name.
+        broker: &'static str,
+        /// What was still under way.
+        message: String,
+    },
     /// The configuration (options or environment) is not usable.
     #[error("broker configuration: {0}")]
     Config(String),
@@ -125,6 +171,79 @@ impl SubscribeOptions {
             queue: Some(name.into()),
         }
     }
+}
+
+/// Options for [`Broker::publish`] (go-micro's `broker.PublishOptions`).
+///
+/// ```
+/// use std::time::Duration;
+/// use micro_core::broker::PublishOptions;
+///
+/// let options = PublishOptions::default().timeout(Duration::from_secs(1));
+/// assert!(options.deadline.is_some());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishOptions {
+    /// When the publisher stops waiting: deliveries not made by then are abandoned
+    /// and the publish fails with [`BrokerError::DeadlineExceeded`]. `None`: the
+    /// broker's own bound, [`DEFAULT_PUBLISH_TIMEOUT`].
+    pub deadline: Option<Instant>,
+}
+
+impl PublishOptions {
+    /// Gives up at `deadline`.
+    #[must_use]
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Gives up `timeout` from now.
+    #[must_use]
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.deadline(Instant::now() + timeout)
+    }
+
+    /// The deadline, or [`DEFAULT_PUBLISH_TIMEOUT`] from now when there is none.
+    pub(crate) fn deadline_or_default(&self) -> Instant {
+        self.deadline
+            .unwrap_or_else(|| Instant::now() + DEFAULT_PUBLISH_TIMEOUT)
+    }
+
+    /// The deadline of a call's options: the earlier of its deadline (a handler's
+    /// `ctx.call_options()` carries its caller's) and its timeout from now.
+    pub(crate) fn from_call(options: &CallOptions) -> Self {
+        let own = options.timeout.map(|t| Instant::now() + t);
+        let deadline = match (own, options.deadline) {
+            (Some(own), Some(caller)) => Some(own.min(caller)),
+            (own, caller) => own.or(caller),
+        };
+        Self { deadline }
+    }
+}
+
+/// Runs `publish` (through `broker`) until `options.deadline` (unbounded without one:
+/// the broker bounds it); a deadline already passed runs nothing.
+pub(crate) async fn within(
+    options: &PublishOptions,
+    broker: &'static str,
+    topic: &str,
+    publish: impl Future<Output = Result<(), BrokerError>>,
+) -> Result<(), BrokerError> {
+    let Some(deadline) = options.deadline else {
+        return publish.await;
+    };
+    let exceeded = |what: &str| BrokerError::DeadlineExceeded {
+        broker,
+        message: format!("{what} on {topic}"),
+    };
+    if deadline <= Instant::now() {
+        return Err(exceeded("the deadline had passed; nothing published"));
+    }
+    tokio::time::timeout_at(deadline, publish)
+        .await
+        .unwrap_or_else(|_| Err(exceeded("publishing did not finish")))
 }
 
 /// A subscription; drop it or call [`Subscriber::unsubscribe`] to end it.
@@ -179,8 +298,14 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     async fn connect(&self) -> Result<(), BrokerError>;
     /// Disconnects; subscriptions stop receiving.
     async fn disconnect(&self) -> Result<(), BrokerError>;
-    /// Publishes `message` on `topic`.
-    async fn publish(&self, topic: &str, message: Message) -> Result<(), BrokerError>;
+    /// Publishes `message` on `topic`, waiting no longer than `options.deadline`
+    /// (see the module docs for what happens when it passes).
+    async fn publish(
+        &self,
+        topic: &str,
+        message: Message,
+        options: PublishOptions,
+    ) -> Result<(), BrokerError>;
     /// Calls `handler` for each message on `topic`.
     async fn subscribe(
         &self,

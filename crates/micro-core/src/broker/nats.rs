@@ -8,6 +8,14 @@
 //!   subscriber gets every message).
 //!
 //! Payloads that are not this JSON are skipped and counted ([`NatsBroker::malformed`]).
+//!
+//! Publishing hands the message to async-nats's buffer, which sends it in the
+//! background; it waits only when that buffer is full (NATS unreachable and the
+//! client reconnecting), and then no longer than the publish's deadline
+//! ([`PublishOptions`]; [`DEFAULT_PUBLISH_TIMEOUT`](super::DEFAULT_PUBLISH_TIMEOUT) when
+//! it has none). A message published before its deadline may still be lost if NATS
+//! goes away before the buffer is sent: NATS core is at most once. The flushes
+//! (after subscribing, and on `disconnect`) wait at most [`FLUSH_TIMEOUT`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,10 +26,25 @@ use base64::Engine as _;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Broker, BrokerError, Event, Handler, Message, SubscribeOptions, Subscriber};
+use super::{
+    Broker, BrokerError, Event, Handler, Message, PublishOptions, SubscribeOptions, Subscriber,
+};
 
 /// The NATS server used when `MICRO_BROKER_ADDRESS` is not set.
 pub const DEFAULT_ADDRESS: &str = "nats://127.0.0.1:4222";
+
+/// The longest a flush waits for the server (after subscribing; on `disconnect`).
+pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits for `client` to flush, at most [`FLUSH_TIMEOUT`].
+async fn flush(client: &async_nats::Client) -> Result<(), BrokerError> {
+    match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
+        Ok(flushed) => flushed.map_err(backend),
+        Err(_) => Err(backend(format!(
+            "flush: no answer from the server within {FLUSH_TIMEOUT:?}"
+        ))),
+    }
+}
 
 /// go-micro's `broker.Message` as JSON.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -130,22 +153,37 @@ impl Broker for NatsBroker {
 
     async fn disconnect(&self) -> Result<(), BrokerError> {
         if let Some(client) = self.inner.client.write().await.take() {
-            // Deliver what was published, then close.
-            client.flush().await.map_err(backend)?;
-            client.drain().await.map_err(backend)?;
+            // Deliver what was published (if the server answers in time), then close.
+            let flushed = flush(&client).await;
+            match tokio::time::timeout(FLUSH_TIMEOUT, client.drain()).await {
+                Ok(drained) => drained.map_err(backend)?,
+                Err(_) => return Err(backend("drain: timed out")),
+            }
+            flushed?;
         }
         Ok(())
     }
 
-    async fn publish(&self, topic: &str, message: Message) -> Result<(), BrokerError> {
+    async fn publish(
+        &self,
+        topic: &str,
+        message: Message,
+        options: PublishOptions,
+    ) -> Result<(), BrokerError> {
         if topic.is_empty() {
             return Err(BrokerError::InvalidTopic(topic.to_string()));
         }
+        let deadline = options.deadline_or_default();
         let client = self.client().await?;
-        client
-            .publish(topic.to_string(), encode(&message).into())
-            .await
-            .map_err(backend)
+        // Buffered: this waits only while the buffer is full, and never past the deadline.
+        let publish = client.publish(topic.to_string(), encode(&message).into());
+        match tokio::time::timeout_at(deadline, publish).await {
+            Ok(published) => published.map_err(backend),
+            Err(_) => Err(BrokerError::DeadlineExceeded {
+                broker: "nats",
+                message: format!("the client's buffer for {topic} stayed full"),
+            }),
+        }
     }
 
     async fn subscribe(
@@ -166,7 +204,7 @@ impl Broker for NatsBroker {
         // Sent now; the server applies it in order with this connection's other
         // commands, but a message published on another connection at the same moment
         // may reach it first (as with any NATS client).
-        client.flush().await.map_err(backend)?;
+        flush(&client).await?;
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let inner = Arc::clone(&self.inner);

@@ -292,7 +292,7 @@ impl Service {
                 Ok(r) => r,
                 Err(e) => Arc::new(crate::unavailable::UnavailableRegistry(e)),
             };
-            broker::build(&self.config.broker, registry, Arc::clone(&self.transport))
+            broker::build(&self.config, registry, Arc::clone(&self.transport))
         }))
     }
 
