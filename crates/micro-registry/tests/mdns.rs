@@ -6,6 +6,9 @@
 // Panicking is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use micro_registry::{
@@ -14,6 +17,233 @@ use micro_registry::{
 
 fn loopback() -> MdnsRegistry {
     MdnsRegistry::builder().loopback_only().build().unwrap()
+}
+
+/// Waits (at most 10 s) until `registry` knows `count` nodes of `name`; returns them.
+async fn wait_for_nodes(registry: &MdnsRegistry, name: &str, count: usize) -> Vec<Node> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let nodes: Vec<Node> = registry
+            .get_service(name)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|s| s.nodes)
+            .collect();
+        if nodes.len() == count {
+            return nodes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: {} of {count} nodes known after 10s",
+            nodes.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// Child processes: this test binary run again with only `child_process` selected and
+// a role in the environment. A child exits when its stdin closes, so none outlives
+// the test; one killed with SIGKILL says no goodbye, like a crashed service.
+
+const ROLE: &str = "MICRO_MDNS_TEST_ROLE";
+const CHILD_SERVICE: &str = "MICRO_MDNS_TEST_SERVICE";
+const CHILD_NODES: &str = "MICRO_MDNS_TEST_NODES";
+
+struct Child {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Child {
+    /// Starts a child in `role`; with `nofile`, under that file descriptor limit.
+    fn spawn(role: &str, service: &str, nodes: &str, nofile: Option<u32>) -> Self {
+        let exe = std::env::current_exe().unwrap();
+        let mut command = match nofile {
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(&exe);
+                sh
+            }
+            None => Command::new(&exe),
+        };
+        let mut child = command
+            .args([
+                "child_process",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ROLE, role)
+            .env(CHILD_SERVICE, service)
+            .env(CHILD_NODES, nodes)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                eprintln!("child: {line}");
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        }
+    }
+
+    /// A child registering `nodes` (`id@port`, comma-separated) of `service`.
+    fn serve(service: &str, nodes: &[(String, u16)]) -> Self {
+        let list: Vec<String> = nodes
+            .iter()
+            .map(|(id, port)| format!("{id}@{port}"))
+            .collect();
+        Self::spawn("serve", service, &list.join(","), None)
+    }
+
+    /// Waits (at most `within`) for a line of output with `prefix` in it (libtest may
+    /// have started the line).
+    fn expect_line(&self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(prefix) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no {prefix:?} from the child within {within:?}: {e}"),
+            }
+        }
+    }
+
+    /// SIGKILL: no goodbye.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Waits (at most `within`) for the child to exit; whether it succeeded.
+    fn wait(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "child still running after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The child side (see [`Child`]); does nothing when run as a test of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn child_process() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let service = std::env::var(CHILD_SERVICE).unwrap();
+    let nodes = std::env::var(CHILD_NODES).unwrap();
+    match role.as_str() {
+        "serve" => serve_child(&service, &nodes).await,
+        "emfile" => emfile_child(&service, nodes.parse().unwrap()).await,
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Registers the nodes, says READY, and stays until stdin closes.
+async fn serve_child(name: &str, nodes: &str) {
+    let registry = loopback();
+    for spec in nodes.split(',') {
+        let (id, port) = spec.split_once('@').unwrap();
+        let mut svc = service(id, port.parse().unwrap());
+        svc.name = name.into();
+        registry
+            .register(&svc, RegisterOptions::default())
+            .await
+            .unwrap();
+    }
+    println!("READY");
+    std::io::stdout().flush().unwrap();
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+            line.clear();
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// Learns `count` nodes of `name`, then uses up every file descriptor for longer than
+/// mdns-sd's interface check interval, then frees them: the nodes must stay known
+/// throughout, with no Delete event.
+async fn emfile_child(name: &str, count: usize) {
+    let client = loopback();
+    wait_for_nodes(&client, name, count).await;
+    let mut watcher = client.watch(WatchOptions::service(name)).await.unwrap();
+
+    let mut files = Vec::new();
+    let exhausted = loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(file) => files.push(file),
+            Err(e) => break e,
+        }
+        assert!(files.len() < 1_000_000, "no file descriptor limit");
+    };
+    // EMFILE: the process is out of file descriptors.
+    assert_eq!(exhausted.raw_os_error(), Some(24), "{exhausted}");
+    let check = Duration::from_secs(u64::from(mdns_sd::IP_CHECK_INTERVAL_IN_SECS_DEFAULT) + 2);
+    tokio::time::sleep(check).await;
+    let during = client
+        .get_service(name)
+        .await
+        .map_or(0, |s| s[0].nodes.len());
+    let stats_during = client.stats();
+    drop(files);
+    tokio::time::sleep(check).await;
+    let after = client
+        .get_service(name)
+        .await
+        .map_or(0, |s| s[0].nodes.len());
+    let mut events = Vec::new();
+    while let Ok(event) = tokio::time::timeout(Duration::ZERO, watcher.next()).await {
+        events.push(event.unwrap());
+    }
+    println!(
+        "RESULT during={during} after={after} events={} stats={:?}",
+        events.len(),
+        client.stats()
+    );
+    assert_eq!(during, count, "nodes lost while out of file descriptors");
+    assert_eq!(after, count, "nodes lost after file descriptors came back");
+    assert!(events.is_empty(), "{events:?}");
+    // mdns-sd did drop its instances (its interface check failed), and this registry
+    // could not ask the nodes: the failure this test is about did happen.
+    assert!(
+        stats_during.check_errors > 0,
+        "out of file descriptors, yet no check failed: {stats_during:?}"
+    );
 }
 
 fn service(id: &str, port: u16) -> Service {
@@ -253,4 +483,181 @@ async fn a_live_node_with_a_short_ttl_is_kept_alive() {
         1
     );
     server.deregister(&svc).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_node_that_is_suspected_is_dropped_within_a_second() {
+    let name = "go.micro.srv.killed";
+    let id = format!("{name}-{}", std::process::id());
+    let mut child = Child::serve(name, &[(id.clone(), 4600)]);
+    child.expect_line("READY", Duration::from_secs(10));
+    let client = loopback();
+    let node = wait_for_nodes(&client, name, 1).await.remove(0);
+    assert_eq!(node.id, id);
+    let mut watcher = client.watch(WatchOptions::service(name)).await.unwrap();
+
+    child.kill();
+    // No goodbye: without a suspicion it would stay for its TTL (90 s).
+    assert_eq!(client.get_service(name).await.unwrap()[0].nodes.len(), 1);
+
+    let started = Instant::now();
+    for _ in 0..100 {
+        client.suspect(name, &node);
+    }
+    let returned = started.elapsed();
+    let event = tokio::time::timeout(Duration::from_millis(1500), watcher.next())
+        .await
+        .expect("not dropped within ~1s of suspect")
+        .unwrap();
+    eprintln!(
+        "suspect x100 returned in {returned:?}; killed node gone after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(event.action, Action::Delete);
+    assert_eq!(event.service.nodes[0].id, id);
+    assert!(client.get_service(name).await.unwrap_err().is_not_found());
+    // A hundred suspicions while one check ran: asked once, dropped once, and no
+    // other event.
+    let quiet = tokio::time::timeout(Duration::from_millis(500), watcher.next()).await;
+    assert!(quiet.is_err(), "unexpected event: {quiet:?}");
+    let stats = client.stats();
+    assert_eq!(
+        (
+            stats.suspects_asked,
+            stats.suspects_dropped,
+            stats.check_errors
+        ),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+    // Suspecting a node that is gone does nothing.
+    client.suspect(name, &node);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(client.stats().suspects_asked, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_node_that_is_suspected_stays() {
+    let name = "go.micro.srv.suspectlive";
+    let server = loopback();
+    let client = loopback();
+    let mut svc = service("go.micro.srv.suspectlive-1", 4650);
+    svc.name = name.into();
+    server
+        .register(&svc, RegisterOptions::default())
+        .await
+        .unwrap();
+    let node = wait_for_nodes(&client, name, 1).await.remove(0);
+    let mut watcher = client.watch(WatchOptions::service(name)).await.unwrap();
+
+    for _ in 0..10 {
+        client.suspect(name, &node);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while client.stats().suspects_answered == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no answer within 2s: {:?}",
+            client.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(500), watcher.next()).await;
+    assert!(quiet.is_err(), "unexpected event: {quiet:?}");
+    let stats = client.stats();
+    assert_eq!(stats.suspects_asked, stats.suspects_answered, "{stats:?}");
+    assert_eq!((stats.suspects_dropped, stats.check_errors), (0, 0));
+    assert_eq!(client.get_service(name).await.unwrap()[0].nodes.len(), 1);
+
+    // A node of this process, and a node nobody knows: nothing to ask.
+    server.suspect(name, &node);
+    client.suspect(
+        name,
+        &Node::new("go.micro.srv.suspectlive-x", "127.0.0.1:1"),
+    );
+    client.suspect("go.micro.srv.nothing", &node);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.stats().suspects_asked, 0);
+    assert_eq!(client.stats().suspects_asked, stats.suspects_asked);
+    assert_eq!(server.get_service(name).await.unwrap()[0].nodes.len(), 1);
+    server.deregister(&svc).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fresh_registries_find_every_node_on_their_first_lookup() {
+    const CHILDREN: usize = 6;
+    const PER_CHILD: usize = 5;
+    const ROUNDS: usize = 10;
+    let name = "go.micro.srv.crowd";
+    let children: Vec<Child> = (0..CHILDREN)
+        .map(|c| {
+            let nodes: Vec<(String, u16)> = (0..PER_CHILD)
+                .map(|i| {
+                    let id = format!("{name}-{}-{c}-{i}", std::process::id());
+                    (id, 4700 + (c * PER_CHILD + i) as u16)
+                })
+                .collect();
+            Child::serve(name, &nodes)
+        })
+        .collect();
+    for child in &children {
+        child.expect_line("READY", Duration::from_secs(20));
+    }
+    let total = CHILDREN * PER_CHILD;
+    // All announced (as a long-lived registry sees them).
+    let witness = loopback();
+    wait_for_nodes(&witness, name, total).await;
+
+    let mut times = Vec::new();
+    for round in 0..ROUNDS {
+        let client = loopback();
+        let started = Instant::now();
+        let found = client.get_service(name).await;
+        let took = started.elapsed();
+        let count: usize = found.iter().flatten().map(|s| s.nodes.len()).sum();
+        assert_eq!(
+            count, total,
+            "fresh registry {round}: first lookup found {count} of {total} nodes after {took:?} ({found:?})"
+        );
+        times.push(took);
+        // After start-up, a miss is answered from memory.
+        let started = Instant::now();
+        assert!(
+            client
+                .get_service("go.micro.srv.nobody")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+        if round == 0 {
+            eprintln!("a miss after start-up: {:?}", started.elapsed());
+        }
+    }
+    eprintln!("first lookups with {total} nodes: {times:?}");
+    drop(children);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn running_out_of_file_descriptors_forgets_no_node() {
+    let name = "go.micro.srv.fdless";
+    let server = loopback();
+    let count = 3;
+    let mut services = Vec::new();
+    for i in 0..count {
+        let mut svc = service(&format!("{name}-{}-{i}", std::process::id()), 4800 + i);
+        svc.name = name.into();
+        server
+            .register(&svc, RegisterOptions::default())
+            .await
+            .unwrap();
+        services.push(svc);
+    }
+    // The client runs in a child under a low file descriptor limit, so that only it
+    // runs out.
+    let mut child = Child::spawn("emfile", name, &count.to_string(), Some(256));
+    let ok = tokio::task::block_in_place(|| child.wait(Duration::from_secs(60)));
+    assert!(ok, "the child failed; its output is above");
+    for svc in &services {
+        server.deregister(svc).await.unwrap();
+    }
 }

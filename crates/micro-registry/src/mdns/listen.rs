@@ -42,24 +42,35 @@ pub(super) fn socket(interfaces: &[Ipv4Addr]) -> std::io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-/// Reads packets until the registry is dropped.
+/// Reads packets until the registry is dropped. An error reading is logged and the
+/// listener carries on after a pause: it forgets nothing either way.
 pub(super) fn run(socket: UdpSocket, shared: Weak<Shared>) {
     let mut buf = vec![0u8; 9000];
+    let mut failing = false;
     loop {
         let received = socket.recv_from(&mut buf);
         let Some(shared) = shared.upgrade() else {
             return;
         };
         match received {
-            Ok((n, _)) => read_packet(&buf[..n], &shared),
+            Ok((n, _)) => {
+                failing = false;
+                read_packet(&buf[..n], &shared);
+            }
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => {
-                tracing::debug!(error = %e, "mDNS listener stopped");
-                return;
+                if !failing {
+                    tracing::warn!(error = %e, "mDNS listener cannot read; retrying");
+                    failing = true;
+                }
+                drop(shared);
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
     }

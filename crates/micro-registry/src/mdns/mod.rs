@@ -37,12 +37,20 @@
 //! Node ids are unique by construction (`name-uuid`), so name-conflict probing is
 //! turned off and a registration is announced at once. A registry keeps one browse of
 //! `_micro._tcp.local.` running from the moment it is built, so lookups are answered
-//! from memory. As it starts it also sends one "legacy unicast" query (RFC 6762 §6.7,
-//! from an ephemeral port), which every responder answers at once by unicast: the
-//! multicast answers the browse relies on are rate-limited to one per record per second,
-//! so a process started just after a service would otherwise wait up to a second. Only
-//! in the first [`MdnsRegistry::WARMUP`] after start does a lookup of an unknown name
-//! wait for answers to arrive; after that a miss is answered at once.
+//! from memory.
+//!
+//! As it starts, a registry asks who is there with a "legacy unicast" query (RFC 6762
+//! §6.7, from an ephemeral port), which every responder answers at once by unicast:
+//! the multicast answers the browse relies on are rate-limited to one per record per
+//! second, so a process started just after a service would otherwise wait up to a
+//! second. It listens [`FIRST_ANSWER`] for a first answer and then as long as answers
+//! keep coming ([`QUIET`] without one ends it), then asks a second time the same way,
+//! for answers lost in the burst or sent late by a busy responder. Until both are done
+//! (at most [`MdnsRegistry::WARMUP`] after start) every lookup waits for them, so the
+//! first answer lists every node that answered, not only the first few: about
+//! 2 × [`QUIET`] plus the answers' travel time when nodes are there (~0.2 s on one
+//! host), 2 × [`FIRST_ANSWER`] (0.5 s) when nobody answers. After that, lookups are
+//! answered from memory at once, a miss included.
 //!
 //! # Leaving, and dying
 //!
@@ -58,12 +66,29 @@
 //! TXT key, which services fill from their register TTL (`MICRO_REGISTER_TTL`, 90 s
 //! by default, as go-micro's), or [`DEFAULT_TTL`] when a registration has none.
 //!
+//! Callers need not wait that long: a client that cannot connect to a node calls
+//! [`Registry::suspect`], and the registry asks that node directly (a legacy unicast
+//! query for its instance and its host). A node that does not answer within
+//! [`SUSPECT_WINDOW`] is dropped, with a Delete event for watchers, about a quarter of a
+//! second after the call; one that answers stays. Suspecting a node that is already
+//! being checked, one this process registered, or one it does not know does nothing.
+//!
+//! # Errors of this process
+//!
+//! A failure here is no news about the nodes: when this process cannot ask (out of
+//! file descriptors, no interface, a socket error), it logs the error and keeps what
+//! it knows, and nodes expire by their TTL as usual. In particular mdns-sd, when its
+//! periodic interface check fails (it does with `EMFILE`), drops every instance it
+//! knows and reports each as removed; this registry then asks those nodes, and keeps
+//! them when it cannot.
+//!
 //! # Hostile input
 //!
 //! Records that do not decode (missing keys, bad UTF-8 or JSON, missing pieces,
 //! oversized values) are ignored and counted once per instance ([`MdnsRegistry::stats`]);
 //! at most [`MAX_INSTANCES`] remote instances are kept. Nothing is decompressed.
 
+mod check;
 mod listen;
 mod query;
 mod state;
@@ -78,6 +103,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo, TxtProperty};
 
+use self::query::Window;
 use self::state::{Shared, normalize};
 pub use self::txt::MAX_TXT_BYTES;
 use crate::{Error, Node, RegisterOptions, Registry, Service, WatchOptions, Watcher};
@@ -87,8 +113,19 @@ pub const SERVICE_TYPE: &str = "_micro._tcp.local.";
 /// Environment variable that picks the interfaces mDNS uses (read by
 /// [`RegistryConfig::from_env`](crate::RegistryConfig::from_env)).
 pub const ENV_INTERFACES: &str = "MICRO_MDNS_INTERFACES";
-/// How long a query collects answers.
-const QUERY_WINDOW: Duration = Duration::from_millis(250);
+/// How long a query waits for its first answer. Responders answer a legacy unicast
+/// query at once, so this is mostly for a host busy enough to be slow.
+pub const FIRST_ANSWER: Duration = Duration::from_millis(250);
+/// Once answers arrive, how long a query waits for the next before it ends: long
+/// enough for the burst of answers from every responder on a busy host to come in.
+pub const QUIET: Duration = Duration::from_millis(100);
+/// The longest one periodic liveness query listens, however many answers keep coming.
+const MAX_QUERY: Duration = Duration::from_millis(1500);
+/// How long a suspected node ([`Registry::suspect`]) has to answer before it is
+/// dropped. A live responder answers a unicast query within milliseconds, even on a
+/// loaded host; a quarter of a second tolerates a slow one and still drops a dead node
+/// long before a client's retries (five, within the call's deadline) run out.
+pub const SUSPECT_WINDOW: Duration = Duration::from_millis(250);
 /// How long a node lives without a sign of life when its registration gave no TTL
 /// (go-micro's default register TTL).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(90);
@@ -150,6 +187,15 @@ pub struct MdnsStats {
     pub malformed: u64,
     /// Instances ignored because [`MAX_INSTANCES`] were already known.
     pub over_limit: u64,
+    /// Suspected nodes asked whether they are alive (see [`Registry::suspect`]).
+    pub suspects_asked: u64,
+    /// Of those, the ones that answered (and were kept).
+    pub suspects_answered: u64,
+    /// Of those, the ones that did not answer and were dropped.
+    pub suspects_dropped: u64,
+    /// Suspected nodes that could not be asked (no socket, no interface, no thread):
+    /// kept.
+    pub check_errors: u64,
 }
 
 /// Builds an [`MdnsRegistry`].
@@ -174,6 +220,7 @@ impl MdnsRegistryBuilder {
 
     /// Starts the mDNS daemon and the browse of `_micro._tcp.local.`.
     pub fn build(self) -> Result<MdnsRegistry, Error> {
+        let started = Instant::now();
         let interfaces = self.interfaces;
         let daemon = ServiceDaemon::new().map_err(backend)?;
         match &interfaces {
@@ -192,7 +239,7 @@ impl MdnsRegistryBuilder {
             }
         }
         let events = daemon.browse(SERVICE_TYPE).map_err(backend)?;
-        let shared = Arc::new(Shared::new(DEFAULT_TTL));
+        let shared = Arc::new(Shared::new(DEFAULT_TTL, interfaces.clone()));
         let listener = Arc::clone(&shared);
         spawn("micro-mdns-events", move || {
             // Ends when the daemon shuts down and drops the channel.
@@ -211,12 +258,14 @@ impl MdnsRegistryBuilder {
         }
         let weak = Arc::downgrade(&shared);
         let selected = interfaces.clone();
-        spawn("micro-mdns-query", move || refresh_loop(selected, weak))?;
+        spawn("micro-mdns-query", move || {
+            refresh_loop(selected, weak, started)
+        })?;
         Ok(MdnsRegistry {
             inner: Arc::new(Inner {
                 daemon,
                 shared,
-                started: Instant::now(),
+                started,
                 interfaces,
                 own: Mutex::new(HashMap::new()),
             }),
@@ -351,11 +400,40 @@ fn interface_ips(interfaces: &MdnsInterfaces) -> Vec<Ipv4Addr> {
     ips
 }
 
-/// Asks the network who is there: at once (so a new process knows running services
-/// within milliseconds), then every third of the shortest TTL, expiring nodes that
-/// stopped answering. Ends when the registry is dropped.
-fn refresh_loop(interfaces: MdnsInterfaces, shared: std::sync::Weak<Shared>) {
+/// Asks the network who is there: at once, twice (so a new process knows running
+/// services within milliseconds, all of them), then every third of the shortest TTL,
+/// expiring nodes that stopped answering. Ends when the registry is dropped.
+fn refresh_loop(interfaces: MdnsInterfaces, shared: std::sync::Weak<Shared>, started: Instant) {
     let mut last_query: Option<Instant> = None;
+    let mut failing = false;
+    if let Some(state) = shared.upgrade() {
+        let until = started + MdnsRegistry::WARMUP;
+        let window = Window {
+            first: FIRST_ANSWER,
+            quiet: QUIET,
+            until,
+        };
+        for round in 1..=2 {
+            last_query = Some(Instant::now());
+            match query::query(&interface_ips(&interfaces), window, |heard| {
+                state.absorb(heard)
+            }) {
+                Ok(heard) => {
+                    tracing::debug!(round, answered = heard.instances.len(), elapsed = ?started.elapsed(), "mDNS start-up query");
+                }
+                Err(e) => {
+                    // The browse still finds everything, only up to a second later.
+                    tracing::warn!(error = %e, "mDNS start-up query failed");
+                    failing = true;
+                    break;
+                }
+            }
+            if Instant::now() >= until {
+                break;
+            }
+        }
+        state.settle();
+    }
     loop {
         let Some(state) = shared.upgrade() else {
             return;
@@ -369,12 +447,27 @@ fn refresh_loop(interfaces: MdnsInterfaces, shared: std::sync::Weak<Shared>) {
             last_query = Some(Instant::now());
             // Interfaces come and go (a container's network, a laptop's Wi-Fi): look
             // them up on every round.
-            let result = query::query(&interface_ips(&interfaces), QUERY_WINDOW, |heard| {
+            let window = Window {
+                first: FIRST_ANSWER,
+                quiet: QUIET,
+                until: Instant::now() + MAX_QUERY,
+            };
+            let result = query::query(&interface_ips(&interfaces), window, |heard| {
                 state.absorb(heard)
             });
-            if let Err(e) = result {
-                // The browse still finds everything, only up to a second later.
-                tracing::debug!(error = %e, "legacy unicast mDNS query failed");
+            match result {
+                // Nothing is forgotten for this: nodes are heard through the browse,
+                // and expire by their TTL as usual.
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "legacy unicast mDNS query failed; keeping known nodes");
+                    failing = true;
+                }
+                Err(e) => tracing::debug!(error = %e, "legacy unicast mDNS query failed again"),
+                Ok(_) if failing => {
+                    tracing::info!("legacy unicast mDNS queries work again");
+                    failing = false;
+                }
+                Ok(_) => {}
             }
         }
         state.expire();
@@ -384,9 +477,11 @@ fn refresh_loop(interfaces: MdnsInterfaces, shared: std::sync::Weak<Shared>) {
 }
 
 impl MdnsRegistry {
-    /// How long after start a lookup of an unknown service waits for mDNS answers.
-    /// After it, the browse has heard every live node and a miss is answered at once.
-    pub const WARMUP: Duration = Duration::from_millis(500);
+    /// The longest a lookup waits, after the registry starts, for the answers to the
+    /// queries sent at start (see the module's "Timing"). Lookups wait only while
+    /// answers keep coming, usually well under this; after it every lookup is
+    /// answered from memory at once.
+    pub const WARMUP: Duration = Duration::from_millis(1500);
 
     /// A registry on all interfaces.
     pub fn new() -> Result<Self, Error> {
@@ -403,11 +498,34 @@ impl MdnsRegistry {
         &self.inner.interfaces
     }
 
-    /// What was ignored on the network so far.
+    /// What was ignored on the network so far, and what came of suspicions.
     pub fn stats(&self) -> MdnsStats {
+        let shared = &self.inner.shared;
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
         MdnsStats {
-            malformed: self.inner.shared.malformed.load(Ordering::Relaxed),
-            over_limit: self.inner.shared.over_limit.load(Ordering::Relaxed),
+            malformed: load(&shared.malformed),
+            over_limit: load(&shared.over_limit),
+            suspects_asked: load(&shared.suspects_asked),
+            suspects_answered: load(&shared.suspects_answered),
+            suspects_dropped: load(&shared.suspects_dropped),
+            check_errors: load(&shared.check_errors),
+        }
+    }
+
+    /// Waits (at most until [`MdnsRegistry::WARMUP`] after start) for the queries
+    /// sent at start to be answered.
+    async fn warmed_up(&self) {
+        let deadline = self.inner.started + Self::WARMUP;
+        loop {
+            let changed = self.inner.shared.changed.notified();
+            if self.inner.shared.is_settled() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let _ = tokio::time::timeout(deadline - now, changed).await;
         }
     }
 
@@ -469,7 +587,9 @@ impl Registry for MdnsRegistry {
                 metadata: HashMap::new(),
                 ..service.clone()
             };
-            self.inner.shared.upsert(&fullname, one, options.ttl, true);
+            self.inner
+                .shared
+                .upsert(&fullname, one, options.ttl, true, None);
         }
         Ok(())
     }
@@ -495,26 +615,15 @@ impl Registry for MdnsRegistry {
     }
 
     async fn get_service(&self, name: &str) -> Result<Vec<Service>, Error> {
-        let deadline = self.inner.started + Self::WARMUP;
-        loop {
-            let changed = self.inner.shared.changed.notified();
-            if let Some(found) = self.inner.shared.lookup(name) {
-                return Ok(found);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::NotFound(name.to_string()));
-            }
-            let _ = tokio::time::timeout(deadline - now, changed).await;
-        }
+        self.warmed_up().await;
+        self.inner
+            .shared
+            .lookup(name)
+            .ok_or_else(|| Error::NotFound(name.to_string()))
     }
 
     async fn list_services(&self) -> Result<Vec<Service>, Error> {
-        let remaining =
-            (self.inner.started + Self::WARMUP).saturating_duration_since(Instant::now());
-        if !remaining.is_zero() {
-            tokio::time::sleep(remaining).await;
-        }
+        self.warmed_up().await;
         let names = self.inner.shared.names();
         let mut out: Vec<Service> = names
             .iter()
@@ -531,6 +640,16 @@ impl Registry for MdnsRegistry {
 
     fn name(&self) -> &'static str {
         "mdns"
+    }
+
+    /// Asks `node` directly whether it is alive, in the background; drops it from
+    /// this process's view (a Delete event) when it does not answer within
+    /// [`SUSPECT_WINDOW`]. Nodes this process registered, nodes it does not know and
+    /// nodes already being checked are left alone.
+    fn suspect(&self, service: &str, node: &Node) {
+        if let Some(target) = self.inner.shared.target(service, &node.id) {
+            check::enqueue(&self.inner.shared, target);
+        }
     }
 }
 

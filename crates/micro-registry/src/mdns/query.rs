@@ -4,16 +4,19 @@
 //! once, by unicast, with the SRV, TXT and address records alongside the PTR. Multicast
 //! answers are rate-limited to one per record per second (RFC 6762 §6), so a browser
 //! that starts just after a node announced itself would otherwise hear nothing for up
-//! to a second. A new registry sends one of these queries as it starts.
+//! to a second. A new registry sends these queries as it starts, and then now and then
+//! to learn who is still alive; [`ask`] puts the same kind of question to a few
+//! suspected nodes only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 use simple_dns::rdata::RData;
-use simple_dns::{CLASS, Name, Packet, QCLASS, QTYPE, Question, TYPE};
+use simple_dns::{CLASS, Label, Name, Packet, QCLASS, QTYPE, Question, TYPE};
 
 use super::SERVICE_TYPE;
+use super::state::normalize;
 
 const MDNS_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
 /// Largest packet read; mDNS packets are at most 9000 bytes.
@@ -41,30 +44,60 @@ pub(crate) struct Heard {
     pub(crate) instances: HashMap<String, Answer>,
     pub(crate) hosts: HashMap<String, Vec<IpAddr>>,
     pub(crate) malformed: u64,
+    /// Instances whose records changed since [`Heard::take_changed`] last ran.
+    changed: HashSet<String>,
+}
+
+/// One complete instance: full name, port, SRV host, addresses, TXT.
+pub(crate) struct Resolved<'a> {
+    pub(crate) fullname: &'a str,
+    pub(crate) port: u16,
+    pub(crate) host: &'a str,
+    pub(crate) addrs: &'a [IpAddr],
+    pub(crate) txt: &'a RawTxt,
 }
 
 impl Heard {
-    /// Complete instances: full name, port, addresses, TXT.
-    pub(crate) fn resolved(&self) -> impl Iterator<Item = (&str, u16, &[IpAddr], &RawTxt)> {
-        self.instances.iter().filter_map(|(name, answer)| {
-            let port = answer.port?;
-            let addrs = self.hosts.get(answer.host.as_deref()?)?;
-            Some((name.as_str(), port, addrs.as_slice(), answer.txt.as_ref()?))
+    /// The instance `name`, if all its records were heard.
+    pub(crate) fn resolved(&self, name: &str) -> Option<Resolved<'_>> {
+        let (fullname, answer) = self.instances.get_key_value(name)?;
+        let host = answer.host.as_deref()?;
+        Some(Resolved {
+            fullname,
+            port: answer.port?,
+            host,
+            addrs: self.hosts.get(host)?,
+            txt: answer.txt.as_ref()?,
         })
+    }
+
+    /// The instances whose records changed since the last call (so that a burst of
+    /// answers is read once each, not once per packet).
+    pub(crate) fn take_changed(&mut self) -> Vec<String> {
+        self.changed.drain().collect()
     }
 }
 
+/// How long a query listens for answers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Window {
+    /// How long to wait for the first answer.
+    pub(crate) first: Duration,
+    /// After an answer, how long to wait for the next one: answers come in a burst,
+    /// and the query ends once they stop.
+    pub(crate) quiet: Duration,
+    /// Never listen past this.
+    pub(crate) until: Instant,
+}
+
 /// Sends a PTR query for `_micro._tcp.local.` from an ephemeral port, out of each of
-/// `interfaces` (their IPv4 addresses), and collects answers for `window`, calling `on_packet`
-/// with everything heard so far after each answer. Blocking.
+/// `interfaces` (their IPv4 addresses), and collects answers as `window` says,
+/// calling `on_packet` with everything heard so far after each answer. Blocking.
 pub(crate) fn query(
     interfaces: &[Ipv4Addr],
-    window: Duration,
-    mut on_packet: impl FnMut(&Heard),
+    window: Window,
+    mut on_packet: impl FnMut(&mut Heard),
 ) -> std::io::Result<Heard> {
-    let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
-    // Every responder answers at once; room for a burst of answers (best effort).
-    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER);
     let mut packet = Packet::new_query(0);
     let name = Name::new(SERVICE_TYPE.trim_end_matches('.')).map_err(invalid)?;
     packet.questions.push(Question::new(
@@ -74,48 +107,170 @@ pub(crate) fn query(
         false,
     ));
     let bytes = packet.build_bytes_vec().map_err(invalid)?;
-    // Out of every interface in use: a host (or container) may have no default route
-    // for multicast, and its peers may be on any of its networks.
+    let socket = send(interfaces, &[bytes])?;
+
+    let mut heard = Heard::default();
+    let started = Instant::now();
+    let mut deadline = window.until.min(started + window.first);
+    let mut buf = vec![0u8; MAX_PACKET];
+    while let Some(n) = receive(&socket, &mut buf, deadline)? {
+        read_packet(&buf[..n], &mut heard);
+        on_packet(&mut heard);
+        deadline = window.until.min(Instant::now() + window.quiet);
+    }
+    Ok(heard)
+}
+
+/// A node to ask about: its instance's full name (normalized) and the host its SRV
+/// record names, when known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Asked {
+    pub(crate) fullname: String,
+    pub(crate) host: Option<String>,
+}
+
+/// Asks the responders of `nodes` directly whether they are there: one legacy unicast
+/// query per node, for the SRV record of its instance and the address of its host,
+/// sent out of each of `interfaces`. Listens for `window`, or until every node has
+/// answered. Returns the full names of the nodes that answered. Blocking.
+///
+/// Both questions are asked because responders differ: mdns-sd (0.21) keeps its
+/// instance names with the dots inside the instance label escaped (`a\.b._micro...`)
+/// but reads the names in a question unescaped, so it never answers the SRV question
+/// for an instance whose label has a dot in it (micro's node ids do); it does answer
+/// for the host, whose name micro derives from the node id without dots.
+pub(crate) fn ask(
+    interfaces: &[Ipv4Addr],
+    nodes: &[Asked],
+    window: Duration,
+) -> std::io::Result<HashSet<String>> {
+    let service_type: Vec<Label<'_>> = SERVICE_TYPE
+        .split('.')
+        .filter(|l| !l.is_empty())
+        .map(|l| Label::new_unchecked(l.as_bytes()))
+        .collect();
+    let suffix = format!(".{SERVICE_TYPE}");
+    let mut packets = Vec::with_capacity(nodes.len());
+    // Lower-case names asked about -> the node's full name.
+    let mut wanted: HashMap<String, &str> = HashMap::new();
+    for node in nodes {
+        let mut packet = Packet::new_query(0);
+        if let Some(label) = node.fullname.strip_suffix(&suffix) {
+            if (1..=63).contains(&label.len()) {
+                let mut labels = vec![Label::new_unchecked(label.as_bytes())];
+                labels.extend(service_type.iter().cloned());
+                packet.questions.push(Question::new(
+                    Name::new_with_labels(&labels),
+                    QTYPE::TYPE(TYPE::SRV),
+                    QCLASS::CLASS(CLASS::IN),
+                    false,
+                ));
+                wanted.insert(node.fullname.to_ascii_lowercase(), &node.fullname);
+            }
+        }
+        if let Some(host) = &node.host {
+            if let Ok(name) = Name::new(host.trim_end_matches('.')) {
+                packet.questions.push(Question::new(
+                    name,
+                    QTYPE::TYPE(TYPE::A),
+                    QCLASS::CLASS(CLASS::IN),
+                    false,
+                ));
+                wanted.insert(normalize(host).to_ascii_lowercase(), &node.fullname);
+            }
+        }
+        if !packet.questions.is_empty() {
+            packets.push(packet.build_bytes_vec().map_err(invalid)?);
+        }
+    }
+    let mut answered = HashSet::new();
+    if packets.is_empty() {
+        return Ok(answered);
+    }
+    let socket = send(interfaces, &packets)?;
+    let deadline = Instant::now() + window;
+    let mut buf = vec![0u8; MAX_PACKET];
+    while answered.len() < nodes.len() {
+        let Some(n) = receive(&socket, &mut buf, deadline)? else {
+            break;
+        };
+        let Ok(packet) = Packet::parse(&buf[..n]) else {
+            continue;
+        };
+        for record in packet
+            .answers
+            .iter()
+            .chain(packet.additional_records.iter())
+        {
+            // A goodbye (TTL 0) is no sign of life.
+            if record.ttl == 0 {
+                continue;
+            }
+            let owner = normalize(&record.name.to_string()).to_ascii_lowercase();
+            if let Some(fullname) = wanted.get(&owner) {
+                answered.insert((*fullname).to_string());
+            }
+        }
+    }
+    Ok(answered)
+}
+
+/// Binds an ephemeral port and sends `packets` to the mDNS group out of every
+/// interface in `interfaces`: a host (or container) may have no default route for
+/// multicast, and its peers may be on any of its networks. Fails when nothing could
+/// be sent at all.
+fn send(interfaces: &[Ipv4Addr], packets: &[Vec<u8>]) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+    // Every responder answers at once; room for a burst of answers (best effort).
+    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER);
     let mut sent = 0;
     let mut last_error = None;
     for ip in interfaces {
-        let result = set_multicast_if(&socket, *ip)
-            .and_then(|()| socket.send_to(&bytes, SocketAddrV4::new(MDNS_GROUP, 5353)));
-        match result {
-            Ok(_) => sent += 1,
-            Err(e) => last_error = Some(e),
+        if let Err(e) = set_multicast_if(&socket, *ip) {
+            last_error = Some(e);
+            continue;
+        }
+        for bytes in packets {
+            match socket.send_to(bytes, SocketAddrV4::new(MDNS_GROUP, 5353)) {
+                Ok(_) => sent += 1,
+                Err(e) => last_error = Some(e),
+            }
         }
     }
     if sent == 0 {
         return Err(last_error.unwrap_or_else(|| std::io::Error::other("no interface to query on")));
     }
+    Ok(socket)
+}
 
-    let mut heard = Heard::default();
-    let deadline = Instant::now() + window;
-    let mut buf = vec![0u8; MAX_PACKET];
+/// Reads one packet into `buf`, waiting until `deadline`: its length, or `None` when
+/// the time is up.
+fn receive(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> std::io::Result<Option<usize>> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            break;
+            return Ok(None);
         }
         socket.set_read_timeout(Some(left))?;
-        match socket.recv_from(&mut buf) {
-            Ok((n, _from)) => {
-                read_packet(&buf[..n], &mut heard);
-                on_packet(&heard);
-            }
+        match socket.recv_from(buf) {
+            Ok((n, _from)) => return Ok(Some(n)),
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                break;
+                return Ok(None);
             }
+            // A signal: try again with what is left of the time.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(heard)
 }
 
 fn invalid(e: impl std::fmt::Display) -> std::io::Error {
@@ -144,13 +299,15 @@ pub(crate) fn read_packet(bytes: &[u8], heard: &mut Heard) {
             RData::PTR(ptr) if owner == SERVICE_TYPE.trim_end_matches('.') => {
                 let instance = ptr.0.to_string();
                 if heard.instances.len() < MAX_ANSWERS {
-                    heard.instances.entry(instance).or_default();
+                    heard.instances.entry(instance.clone()).or_default();
+                    heard.changed.insert(instance);
                 }
             }
             RData::SRV(srv) if owner.ends_with(&suffix) => {
                 if let Some(answer) = heard.instances.get_mut(&owner) {
                     answer.port = Some(srv.port);
                     answer.host = Some(srv.target.to_string());
+                    heard.changed.insert(owner);
                 }
             }
             RData::TXT(txt) if owner.ends_with(&suffix) => {
@@ -160,6 +317,7 @@ pub(crate) fn read_packet(bytes: &[u8], heard: &mut Heard) {
                             .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
                             .collect(),
                     );
+                    heard.changed.insert(owner);
                 }
             }
             RData::A(a) => push_addr(heard, owner, IpAddr::V4(Ipv4Addr::from(a.address))),
@@ -170,12 +328,18 @@ pub(crate) fn read_packet(bytes: &[u8], heard: &mut Heard) {
 }
 
 fn push_addr(heard: &mut Heard, host: String, ip: IpAddr) {
-    if heard.hosts.len() >= MAX_ANSWERS {
+    if heard.hosts.len() >= MAX_ANSWERS && !heard.hosts.contains_key(&host) {
         return;
     }
-    let list = heard.hosts.entry(host).or_default();
+    let list = heard.hosts.entry(host.clone()).or_default();
     if !list.contains(&ip) && list.len() < 16 {
         list.push(ip);
+        // The instances on this host may be complete now.
+        for (name, answer) in &heard.instances {
+            if answer.host.as_deref() == Some(host.as_str()) {
+                heard.changed.insert(name.clone());
+            }
+        }
     }
 }
 

@@ -1,16 +1,25 @@
 //! What one registry knows about the nodes on the network, and how it learns it:
-//! from mdns-sd's browse, from legacy unicast queries, and from goodbye packets heard
-//! by the passive listener. Every change is published to watchers in order.
+//! from mdns-sd's browse, from legacy unicast queries, from goodbye packets heard
+//! by the passive listener, and from asking suspected nodes directly. Every change is
+//! published to watchers in order.
+//!
+//! Only the network itself removes a remote node: its goodbye, its silence for its
+//! whole TTL, or its silence when asked directly. When mdns-sd drops an instance
+//! (`ServiceRemoved`) the node is asked, not forgotten: mdns-sd also drops every
+//! instance it knows when its interface check fails, which happens when the process
+//! runs out of file descriptors.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mdns_sd::{ServiceEvent, TxtProperty};
 use tokio::sync::Notify;
 
-use super::{MAX_INSTANCES, query, txt};
+use super::check::{self, Checks, Target};
+use super::query::Asked;
+use super::{MAX_INSTANCES, MdnsInterfaces, query, txt};
 use crate::registry::WatchHub;
 use crate::{Action, Service};
 
@@ -24,9 +33,20 @@ pub(super) struct Shared {
     pub(super) hub: WatchHub,
     pub(super) malformed: AtomicU64,
     pub(super) over_limit: AtomicU64,
+    /// Suspected nodes asked whether they are alive, and what came of it.
+    pub(super) suspects_asked: AtomicU64,
+    pub(super) suspects_answered: AtomicU64,
+    pub(super) suspects_dropped: AtomicU64,
+    pub(super) check_errors: AtomicU64,
     /// Instances already counted as malformed (each is counted once).
     malformed_seen: Mutex<HashSet<String>>,
     default_ttl: Duration,
+    /// The interfaces queries are sent on.
+    pub(super) interfaces: MdnsInterfaces,
+    /// Suspected nodes waiting to be asked, or being asked.
+    pub(super) checks: Mutex<Checks>,
+    /// Set once the queries sent at start have been answered (or given up on).
+    settled: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +63,10 @@ struct Cache {
 struct Known {
     /// The node as a one-node service.
     service: Service,
+    /// Its instance's full name (normalized).
+    fullname: String,
+    /// The host its SRV record names, when known (to ask it directly).
+    host: Option<String>,
     /// Registered by this process: never expires here.
     own: bool,
     /// Forgotten when not heard from for this long.
@@ -74,20 +98,38 @@ fn remove_node(cache: &mut Cache, (name, id): &(String, String)) -> Option<Servi
 }
 
 impl Shared {
-    pub(super) fn new(default_ttl: Duration) -> Self {
+    pub(super) fn new(default_ttl: Duration, interfaces: MdnsInterfaces) -> Self {
         Self {
             cache: Mutex::new(Cache::default()),
             changed: Notify::new(),
             hub: WatchHub::new(),
             malformed: AtomicU64::new(0),
             over_limit: AtomicU64::new(0),
+            suspects_asked: AtomicU64::new(0),
+            suspects_answered: AtomicU64::new(0),
+            suspects_dropped: AtomicU64::new(0),
+            check_errors: AtomicU64::new(0),
             malformed_seen: Mutex::new(HashSet::new()),
             default_ttl,
+            interfaces,
+            checks: Mutex::new(Checks::default()),
+            settled: AtomicBool::new(false),
         }
     }
 
+    /// The queries sent at start are done: lookups answer from memory from now on.
+    pub(super) fn settle(&self) {
+        self.settled.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Whether the queries sent at start are done.
+    pub(super) fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
+    }
+
     /// Handles one event of mdns-sd's browse.
-    pub(super) fn on_event(&self, event: ServiceEvent) {
+    pub(super) fn on_event(self: &Arc<Self>, event: ServiceEvent) {
         match event {
             ServiceEvent::ServiceResolved(resolved) => {
                 let pairs = resolved
@@ -110,13 +152,24 @@ impl Shared {
                             decoded.into_service(address.to_string()),
                             ttl,
                             false,
+                            Some(resolved.get_hostname()),
                         );
                     }
                     (Err(e), _) => self.count_malformed(&resolved.fullname, &e.to_string()),
                     (_, None) => self.count_malformed(&resolved.fullname, "no address"),
                 }
             }
-            ServiceEvent::ServiceRemoved(_, fullname) => self.goodbye(&fullname),
+            // Not a goodbye: mdns-sd reports this for a goodbye (which the passive
+            // listener has usually acted on already), for records that expired in its
+            // own cache, and for every instance it knows when its interface check
+            // fails (the process is out of file descriptors, say). Ask the node: it is
+            // dropped only if it does not answer, and kept if it cannot be asked.
+            ServiceEvent::ServiceRemoved(_, fullname) => {
+                if let Some(target) = self.target_of_instance(&fullname) {
+                    tracing::debug!(instance = %fullname, "mDNS daemon dropped an instance; asking it");
+                    check::enqueue(self, target);
+                }
+            }
             _ => {}
         }
     }
@@ -129,13 +182,16 @@ impl Shared {
         }
     }
 
-    /// Records a node; publishes Create or Update when it is new or changed.
+    /// Records a node; publishes Create or Update when it is new or changed. `host`
+    /// is the host its SRV record names, when heard. A node registered by this process
+    /// stays its own when its echo comes back from the network.
     pub(super) fn upsert(
         &self,
         fullname: &str,
         service: Service,
         ttl: Option<Duration>,
         own: bool,
+        host: Option<&str>,
     ) {
         let fullname = normalize(fullname);
         let Some(id) = service.nodes.first().map(|n| n.id.clone()) else {
@@ -162,20 +218,25 @@ impl Shared {
                 return;
             }
             // The same instance now describing another node or service: the old one left.
-            if let Some(old) = cache.index.insert(fullname, key.clone()) {
+            if let Some(old) = cache.index.insert(fullname.clone(), key.clone()) {
                 if old != key {
                     if let Some(gone) = remove_node(&mut cache, &old) {
                         events.push((Action::Delete, gone));
                     }
                 }
             }
+            let nodes = cache.services.entry(key.0.clone()).or_default();
+            let before = nodes.get(&id);
             let known = Known {
                 service: service.clone(),
-                own,
+                fullname,
+                host: host
+                    .map(normalize)
+                    .or_else(|| before.and_then(|k| k.host.clone())),
+                own: own || before.is_some_and(|k| k.own),
                 ttl: ttl.unwrap_or(self.default_ttl),
                 last_seen: now,
             };
-            let nodes = cache.services.entry(key.0.clone()).or_default();
             match nodes.insert(id, known) {
                 None => events.push((Action::Create, service)),
                 Some(previous) if previous.service != service => {
@@ -213,6 +274,63 @@ impl Shared {
         };
         if let Some(service) = removed {
             self.publish(vec![(Action::Delete, service)]);
+        }
+    }
+
+    /// What to ask to check on remote node `node_id` of `service`; `None` for a node
+    /// this registry does not know, or registered itself.
+    pub(super) fn target(&self, service: &str, node_id: &str) -> Option<Target> {
+        let cache = lock(&self.cache);
+        let known = cache.services.get(service)?.get(node_id)?;
+        Self::target_of(known, (service.to_string(), node_id.to_string()))
+    }
+
+    /// Like [`Shared::target`], by instance full name.
+    fn target_of_instance(&self, fullname: &str) -> Option<Target> {
+        let cache = lock(&self.cache);
+        let key = cache.index.get(&normalize(fullname))?;
+        let known = cache.services.get(&key.0)?.get(&key.1)?;
+        Self::target_of(known, key.clone())
+    }
+
+    fn target_of(known: &Known, key: (String, String)) -> Option<Target> {
+        (!known.own).then(|| Target {
+            asked: Asked {
+                fullname: known.fullname.clone(),
+                host: known.host.clone(),
+            },
+            key,
+        })
+    }
+
+    /// Forgets the node `target` names when it is still the node known under that
+    /// instance and nothing was heard from it since `since` (it was asked then and did
+    /// not answer). Publishes Delete; returns whether it was forgotten.
+    pub(super) fn forget_if_silent(&self, target: &Target, since: Instant) -> bool {
+        let fullname = &target.asked.fullname;
+        let removed = {
+            let mut cache = lock(&self.cache);
+            if cache.index.get(fullname) != Some(&target.key) {
+                return false;
+            }
+            let silent = cache
+                .services
+                .get(&target.key.0)
+                .and_then(|m| m.get(&target.key.1))
+                .is_some_and(|k| !k.own && k.last_seen <= since);
+            if !silent {
+                return false;
+            }
+            cache.index.remove(fullname);
+            remove_node(&mut cache, &target.key)
+        };
+        match removed {
+            Some(service) => {
+                tracing::debug!(service = %service.name, node = %target.key.1, "suspected mDNS node did not answer; dropped");
+                self.publish(vec![(Action::Delete, service)]);
+                true
+            }
+            None => false,
         }
     }
 
@@ -268,26 +386,35 @@ impl Shared {
         self.changed.notify_waiters();
     }
 
-    /// Feeds what a legacy unicast query heard into the cache.
-    pub(super) fn absorb(&self, heard: &query::Heard) {
-        if heard.malformed > 0 {
-            self.malformed.fetch_add(heard.malformed, Ordering::Relaxed);
+    /// Feeds what a legacy unicast query heard since the last call into the cache.
+    pub(super) fn absorb(&self, heard: &mut query::Heard) {
+        let malformed = std::mem::take(&mut heard.malformed);
+        if malformed > 0 {
+            self.malformed.fetch_add(malformed, Ordering::Relaxed);
         }
-        for (fullname, port, addrs, raw) in heard.resolved() {
-            let pairs = raw
+        for name in heard.take_changed() {
+            let Some(answer) = heard.resolved(&name) else {
+                continue;
+            };
+            let pairs = answer
+                .txt
                 .iter()
                 .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, v.as_deref())));
-            match (txt::decode(pairs), query::pick_address(addrs, port)) {
+            match (
+                txt::decode(pairs),
+                query::pick_address(answer.addrs, answer.port),
+            ) {
                 (Ok(decoded), Some(address)) => {
                     let ttl = decoded.ttl;
                     self.upsert(
-                        fullname,
+                        answer.fullname,
                         decoded.into_service(address.to_string()),
                         ttl,
                         false,
+                        Some(answer.host),
                     );
                 }
-                _ => self.count_malformed(fullname, "bad records in a query answer"),
+                _ => self.count_malformed(answer.fullname, "bad records in a query answer"),
             }
         }
     }
