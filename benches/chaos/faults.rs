@@ -65,6 +65,11 @@ pub async fn node_kill(suite: Arc<Suite>, report: Report) {
         load.describe()
     ));
     tokio::time::sleep(Duration::from_secs(5)).await;
+    // At a moment with bookings in flight (waiting at most half a second for one).
+    let waited = Instant::now();
+    while load.in_flight() < 2 && waited.elapsed() < Duration::from_millis(500) {
+        tokio::task::yield_now().await;
+    }
     let in_flight = load.in_flight();
     let killed_at = Instant::now();
     a.sigkill();
