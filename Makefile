@@ -4,6 +4,7 @@
 #   make test   the workspace's tests
 #   make lint   rustfmt and clippy, as CI runs them
 #   make bench  micro against raw tonic, discovery speed, footprint (BENCHMARKS.md)
+#   make chaos  faults against the example's release processes (RELIABILITY.md)
 #   make docker build the example images (no registry needed: static binaries, FROM scratch)
 #   make run    run consignment-service with port 50051 published, as the tutorial does
 #   make docker-test  the example in containers on a fresh Docker network
@@ -16,7 +17,7 @@
 CARGO ?= cargo
 NETNS := scripts/in-netns
 
-.PHONY: demo test lint build bench docker docker-bins run docker-test deps
+.PHONY: demo test lint build bench chaos docker docker-bins run docker-test deps
 
 # Static binaries for FROM scratch images.
 TARGET := x86_64-unknown-linux-gnu
@@ -52,6 +53,15 @@ bench:
 	$(CARGO) bench --no-run --bench rpc
 	$(NETNS) $(CARGO) bench --offline -p micro-registry --bench discovery
 	$(NETNS) $(CARGO) bench --offline --bench rpc
+
+# The examples with the etcd registry and the NATS broker compiled in (the options
+# only add choices); the suite starts them as processes, inside the namespace.
+CHAOS_FEATURES := etcd micro-core/nats
+
+chaos: deps
+	$(CARGO) build --release --examples --features "$(CHAOS_FEATURES)"
+	$(CARGO) bench --no-run --bench chaos --features "$(CHAOS_FEATURES)"
+	$(NETNS) $(CARGO) bench --offline --bench chaos --features "$(CHAOS_FEATURES)"
 
 docker-bins:
 	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --release --target $(TARGET) --examples
