@@ -40,7 +40,7 @@ const TTL: Duration = Duration::from_secs(90);
 
 /// One message on its way to one subscription.
 #[derive(Clone, PartialEq, prost::Message)]
-struct Delivery {
+pub(crate) struct Delivery {
     #[prost(string, tag = "1")]
     subscriber: String,
     #[prost(string, tag = "2")]

@@ -65,7 +65,7 @@
 //! at most [`MAX_INSTANCES`] remote instances are kept. Nothing is decompressed.
 
 mod listen;
-mod query;
+pub(crate) mod query;
 mod state;
 pub(crate) mod txt;
 
