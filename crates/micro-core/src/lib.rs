@@ -70,6 +70,8 @@ pub mod error;
 pub mod event;
 mod grpc_timeout;
 pub mod layers;
+#[cfg(test)]
+mod proptests;
 mod request;
 pub mod selector;
 pub mod server;

@@ -42,6 +42,8 @@ mod error;
 pub mod etcd;
 pub mod mdns;
 mod memory;
+#[cfg(test)]
+mod proptests;
 mod registry;
 mod service;
 

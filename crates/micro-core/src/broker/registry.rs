@@ -72,7 +72,7 @@ const MAX_FAILING: usize = 1024;
 
 /// One message on its way to one subscription.
 #[derive(Clone, PartialEq, prost::Message)]
-struct Delivery {
+pub(crate) struct Delivery {
     #[prost(string, tag = "1")]
     subscriber: String,
     #[prost(string, tag = "2")]

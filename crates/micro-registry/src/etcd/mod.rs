@@ -34,7 +34,7 @@
 //! ```
 
 mod endpoints;
-mod layout;
+pub(crate) mod layout;
 mod lease;
 mod watch;
 

@@ -90,7 +90,7 @@
 
 mod check;
 mod listen;
-mod query;
+pub(crate) mod query;
 mod state;
 pub(crate) mod txt;
 

@@ -65,7 +65,8 @@ pub(crate) fn encode(
         ("id".to_string(), node.id.as_bytes().to_vec()),
     ];
     if let Some(ttl) = ttl {
-        let secs = ttl.as_secs().max(1);
+        // At most what the reader takes (32 bits, 136 years): longer is the same as that.
+        let secs = ttl.as_secs().clamp(1, u64::from(u32::MAX));
         pairs.push(("ttl".to_string(), secs.to_string().into_bytes()));
     }
     for (key, value) in &pairs {
