@@ -319,6 +319,18 @@ fn mdns_answer(instance: &str, pairs: &[(String, Vec<u8>)], port: u16, ip: [u8; 
 
 /// TXT pairs as the query path hands them to the decoder (keys that are not UTF-8
 /// are skipped, as `State::absorb` skips them).
+/// Every instance heard in full: name, port, addresses, TXT.
+fn resolved_all(
+    heard: &crate::mdns::query::Heard,
+) -> Vec<(&str, u16, &[std::net::IpAddr], &crate::mdns::query::RawTxt)> {
+    heard
+        .instances
+        .keys()
+        .filter_map(|name| heard.resolved(name))
+        .map(|r| (r.fullname, r.port, r.addrs, r.txt))
+        .collect()
+}
+
 fn raw_pairs(raw: &crate::mdns::query::RawTxt) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
     raw.iter()
         .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, v.as_deref())))
@@ -452,7 +464,7 @@ proptest! {
     fn mdns_arbitrary_packets_never_panic(packet in bytes(600)) {
         let mut heard = crate::mdns::query::Heard::default();
         crate::mdns::query::read_packet(&packet, &mut heard);
-        for (_, _, _, raw) in heard.resolved() {
+        for (_, _, _, raw) in resolved_all(&heard) {
             if let Ok(decoded) = txt::decode(raw_pairs(raw)) {
                 assert_usable(&decoded)?;
             }
@@ -477,7 +489,7 @@ proptest! {
         let mut heard = crate::mdns::query::Heard::default();
         crate::mdns::query::read_packet(&bytes, &mut heard);
         prop_assert_eq!(heard.malformed, 0);
-        let resolved: Vec<_> = heard.resolved().collect();
+        let resolved = resolved_all(&heard);
         prop_assert_eq!(resolved.len(), 1);
         let (_, heard_port, addrs, raw) = resolved[0];
         prop_assert_eq!(heard_port, port);
@@ -495,7 +507,7 @@ proptest! {
         let mut heard = crate::mdns::query::Heard::default();
         crate::mdns::query::read_packet(&damaged, &mut heard);
         crate::mdns::query::read_packet(&bytes[..cut.index(bytes.len())], &mut heard);
-        for (_, _, _, raw) in heard.resolved() {
+        for (_, _, _, raw) in resolved_all(&heard) {
             if let Ok(decoded) = txt::decode(raw_pairs(raw)) {
                 assert_usable(&decoded)?;
             }
