@@ -19,11 +19,17 @@ use crate::broker::{
     Broker, BrokerError, Event, HEADER_CONTENT_TYPE, HEADER_ID, HEADER_TOPIC, Handler,
     HandlerFuture, PublishOptions,
 };
-use crate::codec::Message;
+use crate::codec::{DEFAULT_MAX_MESSAGE_SIZE, Message};
 use crate::{ContentType, Context, Error, IntoRequest, Metadata, Request};
 
 const PROTOBUF: &str = "application/protobuf";
 const JSON: &str = "application/json";
+
+/// What an event's envelope needs beyond its body, topic and headers: the
+/// subscriber's id and the field tags and lengths of the registry broker's delivery.
+const ENVELOPE_RESERVE: usize = 256;
+/// What each header adds beyond its key and value: a map entry's tags and lengths.
+const HEADER_OVERHEAD: usize = 18;
 
 /// Publishes messages of type `M` on one topic (go-micro's `micro.NewEvent`).
 ///
@@ -44,6 +50,7 @@ const JSON: &str = "application/json";
 pub struct Publisher<M> {
     topic: String,
     broker: Arc<dyn Broker>,
+    max_message_size: usize,
     _message: PhantomData<fn(M)>,
 }
 
@@ -53,14 +60,28 @@ impl<M: Message> Publisher<M> {
         Self {
             topic: topic.into(),
             broker,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             _message: PhantomData,
         }
+    }
+
+    /// The largest event sent, body, topic and headers together (default 4 MiB, the
+    /// servers' and clients' message limit): a larger one is refused by
+    /// [`Publisher::publish`] before anything is sent.
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
     }
 
     /// Publishes `message`: a bare message (protobuf), or a [`Request`]
     /// with options: metadata and deadline (pass `ctx.call_options()` from a handler to
     /// forward the caller's), a timeout, and the encoding (`.json()`). Fails with 408
     /// when the deadline passes first (see the module docs).
+    ///
+    /// An event larger than [`Publisher::max_message_size`] once encoded (with its
+    /// topic, headers and envelope) is a bad request (400) naming its size and the
+    /// limit, and nothing is sent.
     pub async fn publish(&self, message: impl IntoRequest<M>) -> Result<(), Error> {
         let Request { message, options } = message.into_request();
         let publish_options = PublishOptions::from_call(&options);
@@ -82,6 +103,24 @@ impl<M: Message> Publisher<M> {
         header.insert(HEADER_CONTENT_TYPE.into(), content_type.into());
         header.insert(HEADER_TOPIC.into(), self.topic.clone());
         header.insert(HEADER_ID.into(), uuid::Uuid::new_v4().to_string());
+        let size = body.len()
+            + self.topic.len()
+            + header
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + HEADER_OVERHEAD)
+                .sum::<usize>()
+            + ENVELOPE_RESERVE;
+        if size > self.max_message_size {
+            return Err(Error::bad_request(
+                "go.micro.broker",
+                format!(
+                    "event on {} is too large: {size} bytes with its envelope ({} bytes of {content_type}), over the limit of {} bytes",
+                    self.topic,
+                    body.len(),
+                    self.max_message_size
+                ),
+            ));
+        }
         let message = crate::broker::Message { header, body };
         // Connecting and publishing, within the deadline (none: the broker's own bound).
         let publish = async {

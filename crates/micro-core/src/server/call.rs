@@ -177,22 +177,69 @@ method_fn!(server_streaming, serve_server_streaming, (Req, Sender<Resp>) -> ());
 method_fn!(client_streaming, serve_client_streaming, (Receiver<Req>) -> Resp);
 method_fn!(streaming, serve_streaming, (Receiver<Req>, Sender<Resp>) -> ());
 
-/// tonic reports a message over the size limit as OUT_OF_RANGE; gRPC's rule (and
-/// go-micro's clients) say RESOURCE_EXHAUSTED. The limit is checked on the length
-/// prefix, before anything is allocated.
+/// The gRPC status header (and trailer).
+const GRPC_STATUS: &str = "grpc-status";
+/// OUT_OF_RANGE, as the status header spells it.
+const OUT_OF_RANGE: &str = "11";
+/// RESOURCE_EXHAUSTED, as the status header spells it.
+const RESOURCE_EXHAUSTED: http::HeaderValue = http::HeaderValue::from_static("8");
+
+/// tonic reports a message over the size limit as OUT_OF_RANGE: a request's in the
+/// response headers (the limit is checked on the length prefix, before anything is
+/// allocated), a response's in the trailers. gRPC's rule (and go-micro's and
+/// grpc-go's clients) say RESOURCE_EXHAUSTED.
+///
+/// The status code alone tells: a handler's [`Error`] never becomes OUT_OF_RANGE
+/// (no HTTP-style code maps to it), so in a response of tonic's server for one of
+/// our handlers, OUT_OF_RANGE is tonic's size limit. No message text is read (on the
+/// wire it is percent-encoded, and tonic's wording may change).
 fn size_limit_is_resource_exhausted(mut response: http::Response<Body>) -> http::Response<Body> {
-    let headers = response.headers();
-    let too_large = headers.get("grpc-status").is_some_and(|v| v == "11")
-        && headers
-            .get("grpc-message")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|m| m.contains("message length too large"));
-    if too_large {
-        response
-            .headers_mut()
-            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    let headers = response.headers_mut();
+    if headers.contains_key(GRPC_STATUS) {
+        // Trailers-only: the status is all there is.
+        out_of_range_is_resource_exhausted(headers);
+        return response;
     }
-    response
+    response.map(|body| Body::new(SizeLimitTrailers(body)))
+}
+
+/// Rewrites a status of OUT_OF_RANGE as RESOURCE_EXHAUSTED.
+fn out_of_range_is_resource_exhausted(headers: &mut http::HeaderMap) {
+    if headers
+        .get(GRPC_STATUS)
+        .is_some_and(|status| status == OUT_OF_RANGE)
+    {
+        headers.insert(GRPC_STATUS, RESOURCE_EXHAUSTED);
+    }
+}
+
+/// A response body whose trailers go through [`out_of_range_is_resource_exhausted`].
+struct SizeLimitTrailers(Body);
+
+impl http_body::Body for SizeLimitTrailers {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let mut frame = std::task::ready!(Pin::new(&mut self.0).poll_frame(cx));
+        if let Some(Ok(frame)) = &mut frame {
+            if let Some(trailers) = frame.trailers_mut() {
+                out_of_range_is_resource_exhausted(trailers);
+            }
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
 }
 
 /// Runs `work` within the context's deadline; past it, the call is a timeout and the
@@ -278,10 +325,21 @@ where
     }
 }
 
-/// The request stream as a [`Receiver`].
+/// The request stream as a [`Receiver`]. A message over the size limit is
+/// RESOURCE_EXHAUSTED (429), as for a unary request (tonic says OUT_OF_RANGE).
 fn requests<Req: Send + 'static>(stream: tonic::Streaming<Req>) -> Receiver<Req> {
     use futures::StreamExt;
-    Receiver::new(stream.map(|item| item.map_err(Error::from)), None)
+    Receiver::new(
+        stream.map(|item| {
+            item.map_err(|status| match status.code() {
+                tonic::Code::OutOfRange => {
+                    Error::from(tonic::Status::resource_exhausted(status.message()))
+                }
+                _ => Error::from(status),
+            })
+        }),
+        None,
+    )
 }
 
 impl<Req, Resp, F, Fut> tonic::server::ClientStreamingService<Req> for Call<Req, Resp, F>

@@ -178,10 +178,43 @@ impl Service {
         self
     }
 
-    /// How long in-flight calls may finish after shutdown starts (default 5 s).
+    /// How long in-flight calls may finish after shutdown starts (default 5 s); the
+    /// service exits at most about half a second after it (see [`Service::run_until`]).
     #[must_use]
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.server = self.server.grace_period(grace);
+        self
+    }
+
+    /// How long a new connection may take to send the HTTP/2 preface (default 10 s;
+    /// see [`Server::handshake_timeout`]).
+    #[must_use]
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.server = self.server.handshake_timeout(timeout);
+        self
+    }
+
+    /// How long a connection may have no call open before it is closed (default
+    /// 5 min; `None`: never; see [`Server::idle_timeout`]).
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.server = self.server.idle_timeout(timeout);
+        self
+    }
+
+    /// PINGs connections silent for `interval` and closes those that do not answer
+    /// within `timeout` (default 30 s and 10 s; see [`Server::keep_alive`]).
+    #[must_use]
+    pub fn keep_alive(mut self, interval: impl Into<Option<Duration>>, timeout: Duration) -> Self {
+        self.server = self.server.keep_alive(interval, timeout);
+        self
+    }
+
+    /// How many connections may be open at once (default 10,000; see
+    /// [`Server::max_connections`]).
+    #[must_use]
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.server = self.server.max_connections(max);
         self
     }
 

@@ -1,24 +1,76 @@
-//! A service's life: listen, register, serve, re-register; on a signal, leave the
-//! registry first, then stop accepting and drain.
+//! A service's life: listen, register, serve, re-register; on a signal, refuse new
+//! calls, leave the registry, then stop accepting and drain, every step with a
+//! deadline so that shutdown ends whatever is down.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use micro_registry::{Node, RegisterOptions, Registry};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::{PendingSubscription, Service};
+use crate::broker::{Broker, Subscriber};
 use crate::{ServiceError, addr};
 
+/// The least time the registry and the broker each get at shutdown, even when the
+/// grace period is shorter (or spent).
+const STEP_FLOOR: Duration = Duration::from_millis(250);
+
 impl Service {
-    /// Serves until SIGINT or SIGTERM, then deregisters and stops.
+    /// Serves until SIGINT or SIGTERM, then stops as [`Service::run_until`] does.
+    ///
+    /// A second SIGINT or SIGTERM while stopping ends the process at once: `run` logs
+    /// it (at error level) and calls [`std::process::exit`] with 128 + the signal's
+    /// number, the shell's convention for a death by signal: **130** after SIGINT,
+    /// **143** after SIGTERM. Nothing else runs after it (no destructors, no more
+    /// draining). Elsewhere than Unix, a second Ctrl-C exits with 130. To handle
+    /// signals yourself, use [`Service::run_until`], which never exits the process.
     pub async fn run(self) -> Result<(), ServiceError> {
-        self.run_until(shutdown_signal()).await
+        // Installed before anything starts, so no signal finds the default action.
+        let mut signals = Signals::install();
+        let (first_tx, first_rx) = oneshot::channel::<()>();
+        let watcher = tokio::spawn(async move {
+            let first = signals.recv().await;
+            tracing::info!(signal = first.name(), "shutting down");
+            let _ = first_tx.send(());
+            let second = signals.recv().await;
+            tracing::error!(
+                signal = second.name(),
+                code = second.exit_code(),
+                "second signal while shutting down: exiting now"
+            );
+            std::process::exit(second.exit_code());
+        });
+        let result = self
+            .run_until(async move {
+                // An error: the watcher is gone (it never drops the sender otherwise).
+                let _ = first_rx.await;
+            })
+            .await;
+        watcher.abort();
+        result
     }
 
-    /// Serves until `shutdown` resolves, then deregisters and stops: the registry
-    /// forgets the node before the listener closes, and in-flight calls get the
-    /// server's grace period to finish.
+    /// Serves until `shutdown` resolves, then stops within the server's grace period
+    /// plus at most half a second, whatever is down:
+    ///
+    /// 1. new calls are refused at once (UNAVAILABLE, which callers retry on another
+    ///    node; health checks still answer, NOT_SERVING), re-registration stops;
+    /// 2. the registry forgets the node, while the listener is still open: it gets
+    ///    half the grace period (at least 250 ms);
+    /// 3. the listener closes, connections are told to go away, subscriptions end,
+    ///    and calls in flight (which ran on all along) finish until the grace period
+    ///    is over; then their connections are closed;
+    /// 4. the broker disconnects: it gets what is left of the grace period (at least
+    ///    250 ms).
+    ///
+    /// A step that runs out of time is logged (warning) and the next one starts; a
+    /// node whose deregistration timed out leaves the registry when its registration
+    /// expires (its TTL). Shutdown during start-up (a broker or registry that does
+    /// not answer) stops the same way.
     pub async fn run_until(
         mut self,
         shutdown: impl Future<Output = ()>,
@@ -63,30 +115,49 @@ impl Service {
             nodes: vec![node],
         };
 
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let router = self.server.service();
-        let grace = self.server.grace();
-        let mut stop_server = stop_rx.clone();
-        let serving = tokio::spawn(crate::server::serve(listener, router, grace, async move {
-            let _ = stop_server.wait_for(|stop| *stop).await;
-        }));
+        let refuse = CancellationToken::new();
+        let (close, closed) = oneshot::channel();
+        let mut serving = tokio::spawn(crate::server::serve_with(
+            listener,
+            self.server.service(),
+            self.server.connection_options(),
+            crate::server::Control {
+                refuse: refuse.clone(),
+                close: closed,
+            },
+        ));
+        let stopping = Stopping {
+            registry: Arc::clone(&registry),
+            record: record.clone(),
+            broker: Arc::clone(&broker),
+            grace: self.server.grace(),
+            refuse,
+            close,
+            ttl: self.config.register_ttl,
+        };
 
-        broker
-            .connect()
-            .await
-            .map_err(|e| ServiceError::Broker(Box::new(e)))?;
-        let mut subscribers = Vec::new();
-        for PendingSubscription(topic, options, handler) in std::mem::take(&mut self.subscriptions)
-        {
-            let subscriber = broker
-                .subscribe(&topic, handler, options)
-                .await
-                .map_err(|e| ServiceError::Broker(Box::new(e)))?;
-            subscribers.push(subscriber);
-        }
-        self.server.set_health(true).await;
+        tokio::pin!(shutdown);
         let ttl = self.config.register_ttl;
-        register_with_retries(registry.as_ref(), &record, ttl).await?;
+        let pending = std::mem::take(&mut self.subscriptions);
+        let started = tokio::select! {
+            started = start(broker.as_ref(), registry.as_ref(), &record, ttl, pending) => started,
+            () = &mut shutdown => {
+                tracing::info!(service = %self.name, "shutdown during start-up");
+                // It may have registered already: deregister all the same.
+                return stopping.stop(&self.server, Vec::new(), Some(serving), true).await;
+            }
+        };
+        let subscribers = match started {
+            Ok(subscribers) => subscribers,
+            Err(e) => {
+                // Nothing is left behind: the server stops, the broker disconnects.
+                let _ = stopping
+                    .stop(&self.server, Vec::new(), Some(serving), false)
+                    .await;
+                return Err(e);
+            }
+        };
+        self.server.set_health(true).await;
         tracing::info!(
             service = %self.name,
             version = %self.version,
@@ -116,33 +187,137 @@ impl Service {
             })
         };
 
-        tokio::pin!(shutdown);
-        let mut serving = serving;
         let served_early = tokio::select! {
             () = &mut shutdown => None,
             result = &mut serving => Some(result),
         };
         reregister.abort();
-        self.server.set_health(false).await;
-        // Leave the registry before closing the listener, so nobody is sent to a
-        // node that no longer answers.
-        if let Err(e) = registry.deregister(&record).await {
-            tracing::warn!(error = %e, "deregister failed");
+        match served_early {
+            None => {
+                stopping
+                    .stop(&self.server, subscribers, Some(serving), true)
+                    .await
+            }
+            Some(result) => {
+                // The server failed on its own: leave the registry all the same.
+                let _ = stopping.stop(&self.server, subscribers, None, true).await;
+                match result {
+                    Ok(served) => served,
+                    Err(join) => Err(ServiceError::Server(Box::new(join))),
+                }
+            }
         }
-        tracing::info!(service = %self.name, node = %record.nodes[0].id, "deregistered");
-        // Subscriptions end with the node: nothing more is delivered here.
+    }
+}
+
+/// Connects the broker, subscribes and registers.
+async fn start(
+    broker: &dyn Broker,
+    registry: &dyn Registry,
+    record: &micro_registry::Service,
+    ttl: Duration,
+    pending: Vec<PendingSubscription>,
+) -> Result<Vec<Subscriber>, ServiceError> {
+    broker
+        .connect()
+        .await
+        .map_err(|e| ServiceError::Broker(Box::new(e)))?;
+    let mut subscribers = Vec::new();
+    for PendingSubscription(topic, options, handler) in pending {
+        let subscriber = broker
+            .subscribe(&topic, handler, options)
+            .await
+            .map_err(|e| ServiceError::Broker(Box::new(e)))?;
+        subscribers.push(subscriber);
+    }
+    register_with_retries(registry, record, ttl).await?;
+    Ok(subscribers)
+}
+
+/// What stopping a started (or starting) service needs.
+struct Stopping {
+    registry: Arc<dyn Registry>,
+    record: micro_registry::Service,
+    broker: Arc<dyn Broker>,
+    grace: Duration,
+    refuse: CancellationToken,
+    close: oneshot::Sender<Instant>,
+    ttl: Duration,
+}
+
+impl Stopping {
+    /// Stops in the order and within the deadlines [`Service::run_until`] documents.
+    async fn stop(
+        self,
+        server: &crate::Server,
+        subscribers: Vec<Subscriber>,
+        serving: Option<tokio::task::JoinHandle<Result<(), ServiceError>>>,
+        registered: bool,
+    ) -> Result<(), ServiceError> {
+        let began = Instant::now();
+        let end = began + self.grace;
+        let node = self.record.nodes[0].id.as_str();
+        self.refuse.cancel();
+        server.set_health(false).await;
+
+        if registered {
+            self.deregister(began).await;
+        }
+
+        // Stop accepting; calls in flight get until the end of the grace period.
+        let _ = self.close.send(end);
+        // Nothing more is delivered here. Dropping a subscriber does not block: a
+        // broker's unsubscribe spawns what talks to the network.
         drop(subscribers);
-        if let Err(e) = broker.disconnect().await {
-            tracing::warn!(error = %e, "broker disconnect failed");
-        }
-        let _ = stop_tx.send(true);
-        let result = match served_early {
-            Some(result) => result,
-            None => serving.await,
+        let served = match serving {
+            Some(serving) => drained(serving, end).await,
+            None => Ok(()),
         };
-        match result {
-            Ok(served) => served,
-            Err(join) => Err(ServiceError::Server(Box::new(join))),
+
+        let disconnect_by = end.max(Instant::now() + STEP_FLOOR);
+        match tokio::time::timeout_at(disconnect_by, self.broker.disconnect()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "broker disconnect failed"),
+            Err(_) => tracing::warn!(
+                broker = self.broker.name(),
+                after = ?disconnect_by - began,
+                "broker disconnect timed out"
+            ),
+        }
+        tracing::info!(node, took = ?began.elapsed(), "stopped");
+        served
+    }
+
+    /// Deregisters within half the grace period (at least [`STEP_FLOOR`]).
+    async fn deregister(&self, began: Instant) {
+        let node = self.record.nodes[0].id.as_str();
+        let by = began + (self.grace / 2).max(STEP_FLOOR);
+        match tokio::time::timeout_at(by, self.registry.deregister(&self.record)).await {
+            Ok(Ok(())) => tracing::info!(service = %self.record.name, node, "deregistered"),
+            Ok(Err(e)) => tracing::warn!(node, error = %e, "deregister failed"),
+            Err(_) => tracing::warn!(
+                node,
+                after = ?by - began,
+                ttl = ?self.ttl,
+                "deregister timed out; the registry forgets the node when its registration expires"
+            ),
+        }
+    }
+}
+
+/// Waits for the server, which cuts its last connections off at `end`; a little
+/// after it, gives up on it.
+async fn drained(
+    mut serving: tokio::task::JoinHandle<Result<(), ServiceError>>,
+    end: Instant,
+) -> Result<(), ServiceError> {
+    match tokio::time::timeout_at(end.max(Instant::now()) + STEP_FLOOR, &mut serving).await {
+        Ok(Ok(served)) => served,
+        Ok(Err(join)) => Err(ServiceError::Server(Box::new(join))),
+        Err(_) => {
+            tracing::warn!("the server did not stop at the end of the grace period");
+            serving.abort();
+            Ok(())
         }
     }
 }
@@ -174,27 +349,81 @@ async fn register_with_retries(
     }
 }
 
-/// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere).
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("received SIGTERM"),
-                    _ = int.recv() => tracing::info!("received SIGINT"),
-                }
-                return;
-            }
-            _ => tracing::warn!("cannot install signal handlers; falling back to Ctrl-C"),
+/// A signal that stops a service.
+#[derive(Clone, Copy, Debug)]
+enum Received {
+    Terminate,
+    Interrupt,
+}
+
+impl Received {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Terminate => "SIGTERM",
+            Self::Interrupt => "SIGINT",
         }
     }
-    if tokio::signal::ctrl_c().await.is_err() {
-        // No way to be told to stop: serve until killed.
-        std::future::pending::<()>().await;
+
+    /// 128 + the signal's number.
+    fn exit_code(self) -> i32 {
+        match self {
+            Self::Terminate => 143,
+            Self::Interrupt => 130,
+        }
     }
+}
+
+/// The process's SIGTERM and SIGINT (Ctrl-C elsewhere), listened to from the
+/// moment they are installed.
+struct Signals {
+    #[cfg(unix)]
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Self {
+                    unix: Some((term, int)),
+                },
+                _ => {
+                    tracing::warn!("cannot install signal handlers; falling back to Ctrl-C");
+                    Self { unix: None }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
+    }
+
+    /// The next signal; never, if none can be received.
+    async fn recv(&mut self) -> Received {
+        #[cfg(unix)]
+        if let Some((term, int)) = &mut self.unix {
+            tokio::select! {
+                Some(()) = term.recv() => return Received::Terminate,
+                Some(()) = int.recv() => return Received::Interrupt,
+                else => {}
+            }
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            return Received::Interrupt;
+        }
+        // No way to be told to stop: serve until killed.
+        std::future::pending().await
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere).
+pub async fn shutdown_signal() {
+    let received = Signals::install().recv().await;
+    tracing::info!(signal = received.name(), "received");
 }
