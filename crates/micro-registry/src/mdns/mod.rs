@@ -88,11 +88,15 @@
 //! oversized values) are ignored and counted once per instance ([`MdnsRegistry::stats`]);
 //! at most [`MAX_INSTANCES`] remote instances are kept. Nothing is decompressed.
 
+mod builder;
 mod check;
 mod listen;
 pub(crate) mod query;
 mod state;
 pub(crate) mod txt;
+
+pub(crate) use self::builder::parse_interfaces;
+pub use self::builder::{MdnsInterfaces, MdnsRegistryBuilder};
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -136,49 +140,6 @@ const MAX_REFRESH: Duration = Duration::from_secs(30);
 /// The most remote instances kept; more are ignored (and counted) so memory stays bounded.
 pub const MAX_INSTANCES: usize = 4096;
 
-/// Which network interfaces the mDNS registry sends and listens on.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MdnsInterfaces {
-    /// Every interface (the default).
-    #[default]
-    All,
-    /// Only loopback: nothing leaves the machine.
-    Loopback,
-    /// Only the named interfaces (and loopback, so the machine can see itself).
-    Named(Vec<String>),
-}
-
-impl std::str::FromStr for MdnsInterfaces {
-    type Err = Error;
-
-    /// `all` (or empty), `loopback` (or `lo`), or a comma-separated list of interface
-    /// names such as `eth0,wlan0`.
-    fn from_str(s: &str) -> Result<Self, Error> {
-        parse_interfaces(s).map_err(|why| Error::Config(format!("mDNS interfaces {s:?}: {why}")))
-    }
-}
-
-/// Parses [`MdnsInterfaces`]; a refusal says why, for the caller to word.
-pub(crate) fn parse_interfaces(s: &str) -> Result<MdnsInterfaces, &'static str> {
-    match s.trim() {
-        "" | "all" => Ok(MdnsInterfaces::All),
-        "loopback" | "lo" => Ok(MdnsInterfaces::Loopback),
-        list => {
-            let names: Vec<String> = list
-                .split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(String::from)
-                .collect();
-            if names.iter().any(|n| n.contains(char::is_whitespace)) {
-                return Err("expected all, loopback or a comma-separated list of interface names");
-            }
-            Ok(MdnsInterfaces::Named(names))
-        }
-    }
-}
-
 /// Counters of what the registry saw on the network.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -196,81 +157,6 @@ pub struct MdnsStats {
     /// Suspected nodes that could not be asked (no socket, no interface, no thread):
     /// kept.
     pub check_errors: u64,
-}
-
-/// Builds an [`MdnsRegistry`].
-#[derive(Clone, Debug, Default)]
-pub struct MdnsRegistryBuilder {
-    interfaces: MdnsInterfaces,
-}
-
-impl MdnsRegistryBuilder {
-    /// Restricts the interfaces (default: all).
-    #[must_use]
-    pub fn interfaces(mut self, interfaces: MdnsInterfaces) -> Self {
-        self.interfaces = interfaces;
-        self
-    }
-
-    /// Only loopback: shorthand for `.interfaces(MdnsInterfaces::Loopback)`.
-    #[must_use]
-    pub fn loopback_only(self) -> Self {
-        self.interfaces(MdnsInterfaces::Loopback)
-    }
-
-    /// Starts the mDNS daemon and the browse of `_micro._tcp.local.`.
-    pub fn build(self) -> Result<MdnsRegistry, Error> {
-        let started = Instant::now();
-        let interfaces = self.interfaces;
-        let daemon = ServiceDaemon::new().map_err(backend)?;
-        match &interfaces {
-            MdnsInterfaces::All => {}
-            MdnsInterfaces::Loopback => {
-                daemon.disable_interface(IfKind::All).map_err(backend)?;
-                daemon
-                    .enable_interface(vec![IfKind::LoopbackV4, IfKind::LoopbackV6])
-                    .map_err(backend)?;
-            }
-            MdnsInterfaces::Named(names) => {
-                daemon.disable_interface(IfKind::All).map_err(backend)?;
-                let mut kinds: Vec<IfKind> = names.iter().cloned().map(IfKind::Name).collect();
-                kinds.extend([IfKind::LoopbackV4, IfKind::LoopbackV6]);
-                daemon.enable_interface(kinds).map_err(backend)?;
-            }
-        }
-        let events = daemon.browse(SERVICE_TYPE).map_err(backend)?;
-        let shared = Arc::new(Shared::new(DEFAULT_TTL, interfaces.clone()));
-        let listener = Arc::clone(&shared);
-        spawn("micro-mdns-events", move || {
-            // Ends when the daemon shuts down and drops the channel.
-            while let Ok(event) = events.recv() {
-                listener.on_event(event);
-            }
-        })?;
-        let ips = interface_ips(&interfaces);
-        match listen::socket(&ips) {
-            Ok(socket) => {
-                let weak = Arc::downgrade(&shared);
-                spawn("micro-mdns-listen", move || listen::run(socket, weak))?;
-            }
-            // Without it goodbyes are still seen, through the browse, a second later.
-            Err(e) => tracing::debug!(error = %e, "no passive mDNS listener"),
-        }
-        let weak = Arc::downgrade(&shared);
-        let selected = interfaces.clone();
-        spawn("micro-mdns-query", move || {
-            refresh_loop(selected, weak, started)
-        })?;
-        Ok(MdnsRegistry {
-            inner: Arc::new(Inner {
-                daemon,
-                shared,
-                started,
-                interfaces,
-                own: Mutex::new(HashMap::new()),
-            }),
-        })
-    }
 }
 
 /// Discovery over multicast DNS: zero set-up on one LAN. The default registry.
