@@ -230,10 +230,50 @@ impl CallOptions {
         self
     }
 
+    /// The one deadline of a call (or publish) made at `now`: the earlier of its
+    /// timeout (the options', else `default`) and the caller's deadline. `None`: no
+    /// deadline (a stream, or a publish, without one). Every deadline is computed here.
+    pub(crate) fn deadline_at(&self, default: Option<Duration>, now: Instant) -> Option<Instant> {
+        let own = self.timeout.or(default).map(|t| now + t);
+        match (own, self.deadline) {
+            (Some(own), Some(caller)) => Some(own.min(caller)),
+            (own, caller) => own.or(caller),
+        }
+    }
+
     /// Chooses the node with `selector` for this call.
     #[must_use]
     pub fn selector(mut self, selector: impl crate::selector::Selector) -> Self {
         self.selector = Some(std::sync::Arc::new(selector));
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_is_the_earlier_of_timeout_and_caller() {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        let none = CallOptions::new();
+        assert_eq!(none.deadline_at(None, now), None);
+        assert_eq!(none.deadline_at(Some(second), now), Some(now + second));
+        let timeout = CallOptions::new().timeout(2 * second);
+        assert_eq!(
+            timeout.deadline_at(Some(second), now),
+            Some(now + 2 * second)
+        );
+        let caller = CallOptions::new()
+            .deadline(now + second)
+            .timeout(5 * second);
+        assert_eq!(caller.deadline_at(None, now), Some(now + second));
+        let late_caller = CallOptions::new().deadline(now + 9 * second);
+        assert_eq!(
+            late_caller.deadline_at(Some(second), now),
+            Some(now + second)
+        );
+        assert_eq!(late_caller.deadline_at(None, now), Some(now + 9 * second));
     }
 }

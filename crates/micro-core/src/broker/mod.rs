@@ -214,12 +214,9 @@ impl PublishOptions {
     /// The deadline of a call's options: the earlier of its deadline (a handler's
     /// `ctx.call_options()` carries its caller's) and its timeout from now.
     pub(crate) fn from_call(options: &CallOptions) -> Self {
-        let own = options.timeout.map(|t| Instant::now() + t);
-        let deadline = match (own, options.deadline) {
-            (Some(own), Some(caller)) => Some(own.min(caller)),
-            (own, caller) => own.or(caller),
-        };
-        Self { deadline }
+        Self {
+            deadline: options.deadline_at(None, Instant::now()),
+        }
     }
 }
 

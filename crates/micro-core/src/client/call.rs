@@ -13,20 +13,6 @@ use super::pool::ContentSubtype;
 use crate::stream::Receiver;
 use crate::{CallOptions, Error, grpc_timeout};
 
-/// The one deadline of a call made now: the earlier of its timeout (the options', else
-/// `default`) and the caller's deadline. `None`: no deadline (streams without one).
-pub(super) fn deadline(
-    options: &CallOptions,
-    default: Option<Duration>,
-    now: Instant,
-) -> Option<Instant> {
-    let own = options.timeout.or(default).map(|t| now + t);
-    match (own, options.deadline) {
-        (Some(own), Some(caller)) => Some(own.min(caller)),
-        (own, caller) => own.or(caller),
-    }
-}
-
 /// The request side of a stream: one message, or a stream of them.
 pub(super) enum Requests<Req, S> {
     One(Req),
@@ -76,7 +62,9 @@ impl Client {
         let request = Arc::new(request);
         let timeout = options.timeout.unwrap_or(self.inner.request_timeout);
         let started = Instant::now();
-        let deadline = deadline(&options, Some(timeout), started).unwrap_or(started + timeout);
+        let deadline = options
+            .deadline_at(Some(timeout), started)
+            .unwrap_or(started + timeout);
         let retries = options.retries.unwrap_or(self.inner.retries);
         let timed_out = || {
             Error::timeout(
@@ -240,7 +228,7 @@ impl Client {
         Resp: Send + Sync + 'static,
         S: futures::Stream<Item = Req> + Send + 'static,
     {
-        let deadline = deadline(&options, None, Instant::now());
+        let deadline = options.deadline_at(None, Instant::now());
         self.ensure_pruning().await;
         let services = self.inner.cache.lookup(service).await?;
         let node = self.choose(service, &services, &[], &options)?;
@@ -382,34 +370,5 @@ where
 
     fn decoder(&mut self) -> Self::Decoder {
         tonic::codec::Codec::decoder(&mut TonicCodec::<C, Resp, Resp>::new(self.0.clone()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn the_deadline_is_the_earlier_of_timeout_and_caller() {
-        let now = Instant::now();
-        let second = Duration::from_secs(1);
-        let none = CallOptions::new();
-        assert_eq!(deadline(&none, None, now), None);
-        assert_eq!(deadline(&none, Some(second), now), Some(now + second));
-        let timeout = CallOptions::new().timeout(2 * second);
-        assert_eq!(
-            deadline(&timeout, Some(second), now),
-            Some(now + 2 * second)
-        );
-        let caller = CallOptions::new()
-            .deadline(now + second)
-            .timeout(5 * second);
-        assert_eq!(deadline(&caller, None, now), Some(now + second));
-        let late_caller = CallOptions::new().deadline(now + 9 * second);
-        assert_eq!(
-            deadline(&late_caller, Some(second), now),
-            Some(now + second)
-        );
-        assert_eq!(deadline(&late_caller, None, now), Some(now + 9 * second));
     }
 }
