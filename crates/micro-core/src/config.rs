@@ -12,6 +12,11 @@
 //! | `MICRO_MDNS_INTERFACES` | `all`, `loopback`, or interface names | `all` |
 //! | `MICRO_BROKER` | `registry`, `memory`, `nats` (feature `nats`) | `registry` |
 //! | `MICRO_BROKER_ADDRESS` | NATS servers, or where the registry broker listens | NATS: `nats://127.0.0.1:4222` |
+//! | `MICRO_LOG_LEVEL` | `trace`, `debug`, `info`, `warn`, `error`, `fatal` | `info` |
+//! | `RUST_LOG` | `tracing` filter directives; wins over `MICRO_LOG_LEVEL` | |
+//!
+//! The two log variables only shape the log micro sets up when the program set up
+//! none (see [`crate::log`]).
 
 use std::time::Duration;
 
@@ -30,6 +35,11 @@ pub const ENV_BROKER: &str = "MICRO_BROKER";
 /// Environment variable with the broker's address: the NATS servers
 /// (`nats://host:port[,..]`), or where the registry broker listens.
 pub const ENV_BROKER_ADDRESS: &str = "MICRO_BROKER_ADDRESS";
+/// Environment variable with go-micro's log level: `trace`, `debug`, `info`, `warn`,
+/// `error`, `fatal`.
+pub const ENV_LOG_LEVEL: &str = "MICRO_LOG_LEVEL";
+/// Environment variable with `tracing` filter directives (`info,micro_core=debug`).
+pub const ENV_RUST_LOG: &str = "RUST_LOG";
 /// How often a running service registers again (go-micro's default).
 pub const DEFAULT_REGISTER_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a registration lives unless renewed (go-micro's default).
@@ -122,6 +132,9 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// The broker.
     pub broker: BrokerConfig,
+    /// What the log micro installs when the program installed none shows: `tracing`
+    /// filter directives; `None` for [`crate::log::DEFAULT_FILTER`].
+    pub log_filter: Option<String>,
 }
 
 impl Default for Config {
@@ -133,6 +146,7 @@ impl Default for Config {
             register_ttl: DEFAULT_REGISTER_TTL,
             registry: RegistryConfig::default(),
             broker: BrokerConfig::default(),
+            log_filter: None,
         }
     }
 }
@@ -150,6 +164,8 @@ impl Config {
             ENV_REGISTER_TTL,
             ENV_BROKER,
             ENV_BROKER_ADDRESS,
+            ENV_LOG_LEVEL,
+            ENV_RUST_LOG,
         ] {
             if let Some(value) = std::env::var_os(key) {
                 let value = value.into_string().map_err(|raw| {
@@ -206,6 +222,7 @@ impl Config {
                 ));
             }
         };
+        let log_filter = log_filter(&get)?;
         Ok(Self {
             server_address: get(ENV_SERVER_ADDRESS).unwrap_or_default(),
             advertise: get(ENV_SERVER_ADVERTISE).filter(|a| !a.trim().is_empty()),
@@ -216,6 +233,7 @@ impl Config {
                 kind,
                 address: get(ENV_BROKER_ADDRESS).filter(|a| !a.trim().is_empty()),
             },
+            log_filter,
         })
     }
 
@@ -232,6 +250,26 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// `RUST_LOG` if set, else the directive for `MICRO_LOG_LEVEL`, each checked.
+fn log_filter(get: &impl Fn(&str) -> Option<String>) -> Result<Option<String>, ConfigError> {
+    if let Some(directives) = get(ENV_RUST_LOG).filter(|d| !d.trim().is_empty()) {
+        crate::log::parse_filter(&directives)
+            .map_err(|reason| ConfigError::invalid(ENV_RUST_LOG, directives.clone(), reason))?;
+        return Ok(Some(directives));
+    }
+    match get(ENV_LOG_LEVEL).filter(|l| !l.trim().is_empty()) {
+        None => Ok(None),
+        Some(level) => match crate::log::level_directive(&level) {
+            Some(directive) => Ok(Some(directive.to_string())),
+            None => Err(ConfigError::invalid(
+                ENV_LOG_LEVEL,
+                level,
+                "unknown level (known: trace, debug, info, warn, error, fatal)",
+            )),
+        },
     }
 }
 
@@ -292,6 +330,11 @@ mod tests {
                 vec![(ENV_BROKER, "kafka")],
                 "MICRO_BROKER=\"kafka\": unknown broker",
             ),
+            (
+                vec![(ENV_LOG_LEVEL, "loud")],
+                "MICRO_LOG_LEVEL=\"loud\": unknown level",
+            ),
+            (vec![(ENV_RUST_LOG, "micro_core=verbose")], "RUST_LOG=\""),
         ];
         for (pairs, expected) in cases {
             let err = from(&pairs)
@@ -300,5 +343,17 @@ mod tests {
                 .unwrap_or_default();
             assert!(err.starts_with(expected), "{err}");
         }
+    }
+
+    #[test]
+    fn rust_log_wins_over_micro_log_level() {
+        let both = from(&[(ENV_LOG_LEVEL, "fatal"), (ENV_RUST_LOG, "warn,h2=off")]);
+        assert_eq!(
+            both.map(|c| c.log_filter),
+            Ok(Some("warn,h2=off".to_string()))
+        );
+        let level = from(&[(ENV_LOG_LEVEL, "fatal")]);
+        assert_eq!(level.map(|c| c.log_filter), Ok(Some("error".to_string())));
+        assert_eq!(from(&[]).map(|c| c.log_filter), Ok(None));
     }
 }

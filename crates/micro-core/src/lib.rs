@@ -70,6 +70,7 @@ pub mod error;
 pub mod event;
 mod grpc_timeout;
 pub mod layers;
+pub mod log;
 #[cfg(test)]
 mod proptests;
 mod request;
@@ -101,6 +102,9 @@ pub use prost;
 pub use prost_types;
 pub use serde;
 pub use tonic;
+/// micro logs through `tracing`; a service's own logs need no other dependency:
+/// `micro_core::tracing::info!(..)`.
+pub use tracing;
 
 /// Includes the code `micro-codegen` generated for every package, nested in modules
 /// as the packages are (`go.micro.srv.vessel` becomes `go::micro::srv::vessel`):

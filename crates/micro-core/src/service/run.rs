@@ -71,11 +71,16 @@ impl Service {
     /// node whose deregistration timed out leaves the registry when its registration
     /// expires (its TTL). Shutdown during start-up (a broker or registry that does
     /// not answer) stops the same way.
+    ///
+    /// When the program has installed no `tracing` subscriber, a plain one is
+    /// installed first, so that start-up, registration and shutdown are logged at
+    /// `info` to stderr ([`crate::log`]).
     pub async fn run_until(
         mut self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServiceError> {
         self.config.check()?;
+        crate::log::install_default(self.config.log_filter.as_deref());
         let registry = self.resolve_registry().map_err(ServiceError::Registry)?;
         let broker = self.event_broker();
         let listen = addr::listen_address(&self.config.server_address);
@@ -333,7 +338,15 @@ async fn register_with_retries(
             .register(record, RegisterOptions::default().ttl(ttl))
             .await
         {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                tracing::info!(
+                    service = %record.name,
+                    node = record.nodes.first().map(|n| n.id.as_str()).unwrap_or_default(),
+                    registry = registry.name(),
+                    "registered"
+                );
+                return Ok(());
+            }
             // A service that can never be registered as it is will not be fixed by
             // retrying; nor is anything after the third try.
             Err(e @ micro_registry::Error::InvalidService { .. }) => {
