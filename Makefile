@@ -17,7 +17,7 @@
 CARGO ?= cargo
 NETNS := scripts/in-netns
 
-.PHONY: demo test lint build bench chaos docker docker-bins run docker-test deps
+.PHONY: demo test lint readme build bench chaos docker docker-bins run docker-test deps
 
 # Static binaries for FROM scratch images.
 TARGET := x86_64-unknown-linux-gnu
@@ -41,6 +41,11 @@ test: deps
 		$(NETNS) $(CARGO) test --workspace --all-features --offline --no-fail-fast --lib --bins --tests --examples; \
 	fi
 	$(CARGO) test --workspace --all-features --doc --offline
+
+# The README's "A service" as a crate outside the workspace: same files, built with
+# -D warnings, run in the private namespace (scripts/readme.sh).
+readme: deps
+	scripts/readme.sh
 
 lint: deps
 	$(CARGO) fmt --all -- --check

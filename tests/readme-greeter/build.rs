@@ -1,0 +1,3 @@
+fn main() -> Result<(), micro_codegen::Error> {
+    micro_codegen::compile(&["proto/greeter.proto"], &["proto"])
+}
