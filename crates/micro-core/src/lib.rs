@@ -84,7 +84,7 @@ pub use client::{Client, ClientBuilder};
 pub use codec::Message;
 pub use config::{Config, ConfigError};
 pub use context::{CallOptions, ContentType, Context, Metadata};
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use request::{IntoRequest, IntoStreamingRequest, Request};
 pub use server::Server;
 pub use service::{Service, shutdown_signal};
