@@ -3,10 +3,34 @@
 //! `micro-core` is the one dependency a service needs. Write a `.proto`, generate code
 //! with `micro-codegen` in `build.rs`, and:
 //!
-//! ```ignore
+//! ```no_run
 //! use micro_core::{Context, Error, Service, ServiceError};
 //!
-//! mod greeter { micro_core::include_proto!("greeter"); }
+//! // mod greeter { micro_core::include_proto!("greeter"); }   (the generated code)
+//! # mod greeter {
+//! #     // A stand-in for what micro-codegen writes for greeter.proto.
+//! #     #[derive(Clone, PartialEq, micro_core::prost::Message, micro_core::serde::Serialize, micro_core::serde::Deserialize)]
+//! #     #[serde(crate = "micro_core::serde")]
+//! #     pub struct Request { #[prost(string, tag = "1")] pub name: String }
+//! #     #[derive(Clone, PartialEq, micro_core::prost::Message, micro_core::serde::Serialize, micro_core::serde::Deserialize)]
+//! #     #[serde(crate = "micro_core::serde")]
+//! #     pub struct Response { #[prost(string, tag = "1")] pub msg: String }
+//! #     micro_core::json_message!(Request, Response);
+//! #     #[micro_core::async_trait]
+//! #     pub trait GreeterHandler: Send + Sync + 'static {
+//! #         async fn hello(&self, ctx: micro_core::Context, req: Request) -> Result<Response, micro_core::Error>;
+//! #     }
+//! #     pub fn greeter_handler<H: GreeterHandler>(handler: H) -> micro_core::server::Handler {
+//! #         let handler = std::sync::Arc::new(handler);
+//! #         micro_core::server::Handler::new("greeter", "Greeter").unary(
+//! #             "Hello", "Request", "Response",
+//! #             move |ctx: micro_core::Context, req: Request| {
+//! #                 let handler = std::sync::Arc::clone(&handler);
+//! #                 async move { handler.hello(ctx, req).await }
+//! #             },
+//! #         )
+//! #     }
+//! # }
 //! use greeter::{greeter_handler, GreeterHandler, Request, Response};
 //!
 //! struct Greeter;
@@ -30,6 +54,9 @@
 //! A client elsewhere calls it by name, never by address:
 //! `GreeterService::new("go.micro.srv.greeter", service.client()).hello(req).await`;
 //! per-call options go with the message: `.hello(micro_core::Request::new(req, options))`.
+//! The [`client`] module tells how calls find nodes, and their deadlines and retries;
+//! [`Service::client_options`] sets a service's client's defaults, and
+//! [`Client::from_env`] makes a client without a service.
 //!
 //! The parts, each behind a trait with real implementations:
 //!
