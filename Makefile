@@ -3,6 +3,7 @@
 #   make demo   the shippy example end to end (vessel, consignment, CLI)
 #   make test   the workspace's tests
 #   make lint   rustfmt and clippy, as CI runs them
+#   make doc    the API docs, all features, failing on any rustdoc warning or broken link
 #   make bench  micro against raw tonic, discovery speed, footprint (BENCHMARKS.md)
 #   make chaos  faults against the example's release processes (RELIABILITY.md)
 #   make docker build the example images (no registry needed: static binaries, FROM scratch)
@@ -17,7 +18,7 @@
 CARGO ?= cargo
 NETNS := scripts/in-netns
 
-.PHONY: demo test lint readme build bench chaos docker docker-bins run docker-test deps
+.PHONY: demo test lint readme doc build bench chaos docker docker-bins run docker-test deps
 
 # Static binaries for FROM scratch images.
 TARGET := x86_64-unknown-linux-gnu
@@ -51,6 +52,9 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+
+doc:
+	RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -D warnings" $(CARGO) doc --workspace --all-features --no-deps
 
 bench:
 	$(CARGO) build --release --examples

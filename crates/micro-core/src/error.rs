@@ -1,30 +1,62 @@
 //! micro's error: go-micro's `{id, code, detail, status}`, and how it crosses gRPC.
 //!
+//! # Asking what an error is
+//!
+//! [`Error::kind`] names the code as an [`ErrorKind`], as `std::io::Error::kind` and
+//! `tonic::Status::code` do:
+//!
+//! ```
+//! use micro_core::{Error, ErrorKind};
+//!
+//! fn describe(err: &Error) -> &'static str {
+//!     match err.kind() {
+//!         ErrorKind::NotFound => "no such thing",
+//!         ErrorKind::Timeout => "too slow; try a longer timeout",
+//!         ErrorKind::ServiceUnavailable => "no node could answer; try later",
+//!         _ => "failed",
+//!     }
+//! }
+//!
+//! assert_eq!(describe(&Error::not_found("go.micro.srv.vessel", "no vessel")), "no such thing");
+//! assert_eq!(describe(&Error::new("go.micro.client", "call timeout", 408)), "too slow; try a longer timeout");
+//! ```
+//!
+//! Where a call fails, the caller sees: 408 ([`ErrorKind::Timeout`]) when its deadline
+//! passed; 503 ([`ErrorKind::ServiceUnavailable`]) when no node of the service could
+//! be reached; 500 ([`ErrorKind::InternalServerError`]) with `service <name>: not
+//! found` when the registry knows no node of the service (go-micro's wording and
+//! code); otherwise what the handler returned.
+//!
 //! # Mapping to and from gRPC
 //!
 //! A handler's [`Error`] becomes a `tonic::Status` whose code comes from the table
 //! below and whose message is the error's JSON, exactly as go-micro's gRPC server writes
 //! it, so Go and Rust callers read the same error:
 //!
-//! | `code` (HTTP style) | gRPC code |
-//! |---|---|
-//! | 400 | INVALID_ARGUMENT |
-//! | 401 | UNAUTHENTICATED |
-//! | 403 | PERMISSION_DENIED |
-//! | 404 | NOT_FOUND |
-//! | 408 | DEADLINE_EXCEEDED |
-//! | 409 | ALREADY_EXISTS |
-//! | 412 | FAILED_PRECONDITION |
-//! | 429 | RESOURCE_EXHAUSTED |
-//! | 499 | CANCELLED |
-//! | 500 | INTERNAL |
-//! | 501 | UNIMPLEMENTED |
-//! | 503 | UNAVAILABLE |
-//! | other | UNKNOWN |
+//! | `code` (HTTP style) | [`ErrorKind`] (constructor) | gRPC code |
+//! |---|---|---|
+//! | 400 | [`BadRequest`](ErrorKind::BadRequest) ([`Error::bad_request`]) | INVALID_ARGUMENT |
+//! | 401 | [`Unauthorized`](ErrorKind::Unauthorized) ([`Error::unauthorized`]) | UNAUTHENTICATED |
+//! | 403 | [`Forbidden`](ErrorKind::Forbidden) ([`Error::forbidden`]) | PERMISSION_DENIED |
+//! | 404 | [`NotFound`](ErrorKind::NotFound) ([`Error::not_found`]) | NOT_FOUND |
+//! | 405 | [`MethodNotAllowed`](ErrorKind::MethodNotAllowed) ([`Error::method_not_allowed`]) | UNKNOWN |
+//! | 408 | [`Timeout`](ErrorKind::Timeout) ([`Error::timeout`]) | DEADLINE_EXCEEDED |
+//! | 409 | [`Conflict`](ErrorKind::Conflict) ([`Error::conflict`]) | ALREADY_EXISTS |
+//! | 412 | [`PreconditionFailed`](ErrorKind::PreconditionFailed) | FAILED_PRECONDITION |
+//! | 429 | [`TooManyRequests`](ErrorKind::TooManyRequests) | RESOURCE_EXHAUSTED |
+//! | 499 | [`Cancelled`](ErrorKind::Cancelled) | CANCELLED |
+//! | 500 | [`InternalServerError`](ErrorKind::InternalServerError) ([`Error::internal_server_error`]) | INTERNAL |
+//! | 501 | [`NotImplemented`](ErrorKind::NotImplemented) | UNIMPLEMENTED |
+//! | 503 | [`ServiceUnavailable`](ErrorKind::ServiceUnavailable) ([`Error::service_unavailable`]) | UNAVAILABLE |
+//! | other | [`Other`](ErrorKind::Other) | UNKNOWN |
+//!
+//! The constructors are go-micro's (`errors.BadRequest`, ..., `errors.InternalServerError`),
+//! plus `service_unavailable`; 405 has no gRPC code in go-micro's table either.
 //!
 //! Going back, a status whose message is micro/go-micro error JSON with a code is read
-//! as that error; any other status becomes `{id: "go.micro.client", code: <from the
-//! table, reversed; 500 for the rest>, detail: <message>}`.
+//! as that error (so a 405 comes back as 405); any other status becomes
+//! `{id: "go.micro.client", code: <from the table, reversed; OUT_OF_RANGE is 400,
+//! ABORTED 409, the rest 500>, detail: <message>}`.
 
 use std::fmt;
 
@@ -64,6 +96,120 @@ pub struct Error {
 
 fn is_zero(code: &i32) -> bool {
     *code == 0
+}
+
+/// What an [`Error`] is, by its HTTP-style code: [`Error::kind`].
+///
+/// Each kind has one code ([`ErrorKind::code`]) and one gRPC code
+/// ([`ErrorKind::grpc_code`]); see the [module docs](self) for the table. More kinds may
+/// be added (the enum is `#[non_exhaustive]`): match with a `_` arm.
+///
+/// ```
+/// use micro_core::{Error, ErrorKind};
+///
+/// let err = Error::timeout("go.micro.client", "call timeout: deadline exceeded");
+/// assert_eq!(err.kind(), ErrorKind::Timeout);
+/// assert_eq!(ErrorKind::Timeout.code(), Some(408));
+/// assert_eq!(ErrorKind::Timeout.grpc_code(), tonic::Code::DeadlineExceeded);
+/// assert_eq!(ErrorKind::from_code(418), ErrorKind::Other);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// 400, gRPC INVALID_ARGUMENT: the request is wrong (go-micro's `errors.BadRequest`).
+    BadRequest,
+    /// 401, gRPC UNAUTHENTICATED: no or bad credentials (`errors.Unauthorized`).
+    Unauthorized,
+    /// 403, gRPC PERMISSION_DENIED: not allowed (`errors.Forbidden`).
+    Forbidden,
+    /// 404, gRPC NOT_FOUND: what was asked for does not exist (`errors.NotFound`).
+    NotFound,
+    /// 405, gRPC UNKNOWN: the method is not allowed (`errors.MethodNotAllowed`).
+    MethodNotAllowed,
+    /// 408, gRPC DEADLINE_EXCEEDED: the deadline passed (`errors.Timeout`).
+    Timeout,
+    /// 409, gRPC ALREADY_EXISTS (and ABORTED, read back): a conflict with the
+    /// current state (`errors.Conflict`).
+    Conflict,
+    /// 412, gRPC FAILED_PRECONDITION: the system is not in a state to do it.
+    PreconditionFailed,
+    /// 429, gRPC RESOURCE_EXHAUSTED: too many requests, or a message over the size
+    /// limit.
+    TooManyRequests,
+    /// 499, gRPC CANCELLED: the caller went away.
+    Cancelled,
+    /// 500, gRPC INTERNAL (and any gRPC code not in the table, read back):
+    /// something failed inside (`errors.InternalServerError`). Also go-micro's code
+    /// for `service <name>: not found`, when the registry knows no node of a service.
+    InternalServerError,
+    /// 501, gRPC UNIMPLEMENTED: the method is not served.
+    NotImplemented,
+    /// 503, gRPC UNAVAILABLE: the service cannot answer now, or none of its nodes
+    /// could be reached.
+    ServiceUnavailable,
+    /// Any other code (0, 418, 502, ...), gRPC UNKNOWN: read [`Error::code`].
+    Other,
+}
+
+impl ErrorKind {
+    /// The kind of an HTTP-style code: [`ErrorKind::Other`] for codes not in the table.
+    pub fn from_code(code: i32) -> Self {
+        match code {
+            400 => Self::BadRequest,
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
+            404 => Self::NotFound,
+            405 => Self::MethodNotAllowed,
+            408 => Self::Timeout,
+            409 => Self::Conflict,
+            412 => Self::PreconditionFailed,
+            429 => Self::TooManyRequests,
+            499 => Self::Cancelled,
+            500 => Self::InternalServerError,
+            501 => Self::NotImplemented,
+            503 => Self::ServiceUnavailable,
+            _ => Self::Other,
+        }
+    }
+
+    /// The HTTP-style code of this kind (`None` for [`ErrorKind::Other`]).
+    pub fn code(self) -> Option<i32> {
+        Some(match self {
+            Self::BadRequest => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::Timeout => 408,
+            Self::Conflict => 409,
+            Self::PreconditionFailed => 412,
+            Self::TooManyRequests => 429,
+            Self::Cancelled => 499,
+            Self::InternalServerError => 500,
+            Self::NotImplemented => 501,
+            Self::ServiceUnavailable => 503,
+            Self::Other => return None,
+        })
+    }
+
+    /// The gRPC code an error of this kind is sent with (go-micro's table).
+    pub fn grpc_code(self) -> Code {
+        match self {
+            Self::BadRequest => Code::InvalidArgument,
+            Self::Unauthorized => Code::Unauthenticated,
+            Self::Forbidden => Code::PermissionDenied,
+            Self::NotFound => Code::NotFound,
+            Self::Timeout => Code::DeadlineExceeded,
+            Self::Conflict => Code::AlreadyExists,
+            Self::PreconditionFailed => Code::FailedPrecondition,
+            Self::TooManyRequests => Code::ResourceExhausted,
+            Self::Cancelled => Code::Cancelled,
+            Self::InternalServerError => Code::Internal,
+            Self::NotImplemented => Code::Unimplemented,
+            Self::ServiceUnavailable => Code::Unavailable,
+            Self::MethodNotAllowed | Self::Other => Code::Unknown,
+        }
+    }
 }
 
 macro_rules! constructors {
@@ -127,24 +273,26 @@ impl Error {
         }
     }
 
-    /// The gRPC code for this error's HTTP-style code.
+    /// What this error is, by its code (see [`ErrorKind`]).
+    ///
+    /// ```
+    /// use micro_core::{Error, ErrorKind};
+    ///
+    /// let err = Error::from(tonic::Status::unavailable("connection refused"));
+    /// assert_eq!(err.kind(), ErrorKind::ServiceUnavailable);
+    /// assert_eq!(err.code, 503);
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::from_code(self.code)
+    }
+
+    /// The gRPC code for this error's HTTP-style code (OK for 200, else
+    /// [`ErrorKind::grpc_code`]).
     pub fn grpc_code(&self) -> Code {
-        match self.code {
-            200 => Code::Ok,
-            400 => Code::InvalidArgument,
-            401 => Code::Unauthenticated,
-            403 => Code::PermissionDenied,
-            404 => Code::NotFound,
-            408 => Code::DeadlineExceeded,
-            409 => Code::AlreadyExists,
-            412 => Code::FailedPrecondition,
-            429 => Code::ResourceExhausted,
-            499 => Code::Cancelled,
-            500 => Code::Internal,
-            501 => Code::Unimplemented,
-            503 => Code::Unavailable,
-            _ => Code::Unknown,
+        if self.code == 200 {
+            return Code::Ok;
         }
+        self.kind().grpc_code()
     }
 }
 
@@ -262,6 +410,94 @@ mod tests {
             assert_eq!(http_code(err.grpc_code()), code, "{code}");
             assert_eq!(Error::from(tonic::Status::from(err.clone())), err);
         }
+    }
+
+    #[test]
+    fn every_kind_has_its_code_and_back() {
+        let kinds = [
+            (ErrorKind::BadRequest, 400, Code::InvalidArgument),
+            (ErrorKind::Unauthorized, 401, Code::Unauthenticated),
+            (ErrorKind::Forbidden, 403, Code::PermissionDenied),
+            (ErrorKind::NotFound, 404, Code::NotFound),
+            (ErrorKind::MethodNotAllowed, 405, Code::Unknown),
+            (ErrorKind::Timeout, 408, Code::DeadlineExceeded),
+            (ErrorKind::Conflict, 409, Code::AlreadyExists),
+            (ErrorKind::PreconditionFailed, 412, Code::FailedPrecondition),
+            (ErrorKind::TooManyRequests, 429, Code::ResourceExhausted),
+            (ErrorKind::Cancelled, 499, Code::Cancelled),
+            (ErrorKind::InternalServerError, 500, Code::Internal),
+            (ErrorKind::NotImplemented, 501, Code::Unimplemented),
+            (ErrorKind::ServiceUnavailable, 503, Code::Unavailable),
+        ];
+        for (kind, code, grpc) in kinds {
+            assert_eq!(kind.code(), Some(code), "{kind:?}");
+            assert_eq!(ErrorKind::from_code(code), kind, "{code}");
+            assert_eq!(kind.grpc_code(), grpc, "{kind:?}");
+            let err = Error::new("x", "y", code);
+            assert_eq!(err.kind(), kind, "{code}");
+            assert_eq!(err.grpc_code(), grpc, "{code}");
+            // Through the wire and back, the kind stays.
+            assert_eq!(Error::from(tonic::Status::from(err)).kind(), kind, "{code}");
+            assert!(!reason_phrase(code).is_empty(), "{code}");
+        }
+        for code in [0, 200, 418, 502, 504, -1] {
+            assert_eq!(ErrorKind::from_code(code), ErrorKind::Other, "{code}");
+        }
+        assert_eq!(ErrorKind::Other.code(), None);
+        assert_eq!(ErrorKind::Other.grpc_code(), Code::Unknown);
+        assert_eq!(Error::new("x", "y", 200).grpc_code(), Code::Ok);
+    }
+
+    #[test]
+    fn constructors_give_go_micros_kinds() {
+        let cases = [
+            (Error::bad_request("x", "y"), ErrorKind::BadRequest),
+            (Error::unauthorized("x", "y"), ErrorKind::Unauthorized),
+            (Error::forbidden("x", "y"), ErrorKind::Forbidden),
+            (Error::not_found("x", "y"), ErrorKind::NotFound),
+            (
+                Error::method_not_allowed("x", "y"),
+                ErrorKind::MethodNotAllowed,
+            ),
+            (Error::timeout("x", "y"), ErrorKind::Timeout),
+            (Error::conflict("x", "y"), ErrorKind::Conflict),
+            (
+                Error::internal_server_error("x", "y"),
+                ErrorKind::InternalServerError,
+            ),
+            (
+                Error::service_unavailable("x", "y"),
+                ErrorKind::ServiceUnavailable,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+        }
+    }
+
+    #[test]
+    fn statuses_from_other_servers_have_kinds() {
+        let cases = [
+            (tonic::Status::not_found("no"), ErrorKind::NotFound),
+            (tonic::Status::deadline_exceeded("late"), ErrorKind::Timeout),
+            (
+                tonic::Status::unavailable("down"),
+                ErrorKind::ServiceUnavailable,
+            ),
+            (tonic::Status::aborted("race"), ErrorKind::Conflict),
+            (tonic::Status::out_of_range("far"), ErrorKind::BadRequest),
+            (
+                tonic::Status::data_loss("gone"),
+                ErrorKind::InternalServerError,
+            ),
+            (tonic::Status::cancelled("bye"), ErrorKind::Cancelled),
+        ];
+        for (status, kind) in cases {
+            assert_eq!(Error::from(status).kind(), kind, "{kind:?}");
+        }
+        // A registry that knows no node of the service: go-micro's 500.
+        let err = Error::from(micro_registry::Error::NotFound("go.micro.srv.x".into()));
+        assert_eq!(err.kind(), ErrorKind::InternalServerError);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use micro_registry::Registry;
-use micro_transport::Transport;
+use micro_transport::{TcpTransport, Transport};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
@@ -14,6 +14,7 @@ use super::error::LayerError;
 use super::{Body, Client, HttpClient, LayerFn};
 use crate::codec::{BoxError, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::selector::{Random, Selector};
+use crate::{Config, ServiceError};
 
 /// How long a call may take by default, retries included (go-micro v4's value).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -69,6 +70,30 @@ impl std::fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
+    /// A builder whose registry is the one the environment names, as a
+    /// [`Service`](crate::Service)'s is ([`Config::from_env`]), over TCP.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use micro_core::ClientBuilder;
+    ///
+    /// let client = ClientBuilder::from_env()?
+    ///     .request_timeout(Duration::from_secs(5))
+    ///     .retries(1)
+    ///     .build();
+    /// # Ok::<(), micro_core::ServiceError>(())
+    /// ```
+    pub fn from_env() -> Result<Self, ServiceError> {
+        Self::from_config(&Config::from_env()?)
+    }
+
+    /// A builder whose registry is the one `config.registry` names, over TCP. Fails
+    /// when that registry cannot be built ([`ServiceError::Registry`]).
+    pub fn from_config(config: &Config) -> Result<Self, ServiceError> {
+        let registry = config.registry.build().map_err(ServiceError::Registry)?;
+        Ok(Self::new(registry, Arc::new(TcpTransport::default())))
+    }
+
     pub(super) fn new(registry: Arc<dyn Registry>, transport: Arc<dyn Transport>) -> Self {
         Self {
             registry,
@@ -135,7 +160,37 @@ impl ClientBuilder {
         self
     }
 
-    /// Wraps every request in a tower layer (the last added runs first).
+    /// Wraps every request in a tower layer (the last added runs first), between the
+    /// gRPC encoding and the node's connection: each attempt of a call passes through
+    /// it, as an `http::Request` whose path is `/package.Service/Method`. The layer's
+    /// service takes and returns the [`HttpClient`]'s types; its error is anything
+    /// that converts into a boxed error, and reaches the caller as a 500 (or as the
+    /// status, if it is one).
+    ///
+    /// Any tower layer of that shape fits: here, one that adds a header to every
+    /// request (the token a server's [`TokenAuthLayer`](crate::layers::TokenAuthLayer)
+    /// checks), and [`LogLayer`](crate::layers::LogLayer), which logs each attempt's
+    /// path, status and duration:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use micro_core::layers::LogLayer;
+    /// use micro_core::registry::MemoryRegistry;
+    /// use micro_core::transport::TcpTransport;
+    /// use micro_core::Client;
+    /// use tower::util::MapRequestLayer; // tower = { version = "0.5", features = ["util"] }
+    ///
+    /// let bearer = MapRequestLayer::new(|mut request: http::Request<tonic::body::Body>| {
+    ///     let token = http::HeaderValue::from_static("Bearer s3cret");
+    ///     request.headers_mut().insert("authorization", token);
+    ///     request
+    /// });
+    /// let client = Client::builder(Arc::new(MemoryRegistry::new()), Arc::new(TcpTransport::default()))
+    ///     .layer(bearer)   // runs second
+    ///     .layer(LogLayer) // runs first
+    ///     .build();
+    /// # let _ = client;
+    /// ```
     #[must_use]
     pub fn layer<L>(mut self, layer: L) -> Self
     where

@@ -35,10 +35,21 @@
 //! give one (a timeout or the caller's deadline), since a stream may rightly outlive
 //! any default.
 //!
+//! # Getting a client
+//!
+//! - In a service: [`Service::client`](crate::Service::client), which shares the
+//!   service's registry and transport; its options are set with
+//!   [`Service::client_options`](crate::Service::client_options).
+//! - Without a service (a command-line tool, a test): [`Client::from_env`] reads the
+//!   same `MICRO_REGISTRY*` variables a service does; [`ClientBuilder::from_env`]
+//!   with options; [`Client::builder`] with a registry and a transport of your own
+//!   (TLS, say).
+//!
 //! # Middleware
 //!
 //! [`ClientBuilder::layer`] wraps every request in a tower layer, between the gRPC
-//! encoding and the connection.
+//! encoding and the connection; its docs have an example (a header on every request,
+//! and logging).
 //!
 //! The files: `builder` (options), `call` (deadline, retries, one attempt, streams),
 //! `select` (node choice), `eject` (node health), `budget` (retries allowed), `pool`
@@ -70,7 +81,7 @@ use self::error::no_json_form;
 use crate::codec::{Message, MessageJsonCodec};
 use crate::selector::Selector;
 use crate::stream::Receiver;
-use crate::{ContentType, Error, IntoRequest, IntoStreamingRequest, Request};
+use crate::{Config, ContentType, Error, IntoRequest, IntoStreamingRequest, Request, ServiceError};
 
 type Body = tonic::body::Body;
 
@@ -161,6 +172,46 @@ impl Client {
     /// A builder for options.
     pub fn builder(registry: Arc<dyn Registry>, transport: Arc<dyn Transport>) -> ClientBuilder {
         ClientBuilder::new(registry, transport)
+    }
+
+    /// A client configured from the environment as a [`Service`](crate::Service) is
+    /// (`MICRO_REGISTRY`, `MICRO_REGISTRY_ADDRESS`, `MICRO_MDNS_INTERFACES`; see
+    /// [`Config::from_env`]), with the default options, over TCP: what a command-line
+    /// tool needs, without a service of its own.
+    ///
+    /// Fails with [`ServiceError::Config`] naming a variable that is not usable, or
+    /// [`ServiceError::Registry`] when the registry cannot be built. For options, see
+    /// [`ClientBuilder::from_env`].
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use micro_core::Client;
+    ///
+    /// // MICRO_REGISTRY=etcd MICRO_REGISTRY_ADDRESS=10.0.0.1:2379 consignment-cli
+    /// let client = Client::from_env()?;
+    /// // let vessels = VesselService::new("go.micro.srv.vessel", client);   (generated code)
+    /// # let _ = client;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_env() -> Result<Self, ServiceError> {
+        Ok(ClientBuilder::from_env()?.build())
+    }
+
+    /// A client whose registry is the one `config` names, with the default options,
+    /// over TCP (the environment is not read). Only `config.registry` is used.
+    ///
+    /// ```
+    /// use micro_core::registry::RegistryKind;
+    /// use micro_core::{Client, Config};
+    ///
+    /// let mut config = Config::default(); // or Config::from_env()?, changed
+    /// config.registry.kind = RegistryKind::Memory;
+    /// let client = Client::from_config(&config)?;
+    /// assert_eq!(client.registry().name(), "memory");
+    /// # Ok::<(), micro_core::ServiceError>(())
+    /// ```
+    pub fn from_config(config: &Config) -> Result<Self, ServiceError> {
+        Ok(ClientBuilder::from_config(config)?.build())
     }
 
     fn from_builder(builder: ClientBuilder) -> Self {

@@ -16,7 +16,7 @@ use crate::broker::{self, Broker, SubscribeOptions};
 use crate::codec::{BoxError, Message};
 use crate::event::Publisher;
 use crate::server::{Handler, HttpService};
-use crate::{Client, Config, Context, Error, Server, ServiceError};
+use crate::{Client, ClientBuilder, Config, Context, Error, Server, ServiceError};
 
 /// A subscription made when the service starts.
 struct PendingSubscription(String, SubscribeOptions, broker::Handler);
@@ -27,6 +27,16 @@ impl std::fmt::Debug for PendingSubscription {
             .field(&self.0)
             .field(&self.1)
             .finish()
+    }
+}
+
+/// What [`Service::client_options`] does to the client's builder.
+#[derive(Clone)]
+struct ClientOptions(Arc<dyn Fn(ClientBuilder) -> ClientBuilder + Send + Sync>);
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientOptions")
     }
 }
 
@@ -58,6 +68,7 @@ pub struct Service {
     subscriptions: Vec<PendingSubscription>,
     server: Server,
     client: OnceLock<Client>,
+    client_options: Option<ClientOptions>,
 }
 
 impl Service {
@@ -81,6 +92,7 @@ impl Service {
             subscriptions: Vec::new(),
             server: Server::new(),
             client: OnceLock::new(),
+            client_options: None,
         }
     }
 
@@ -283,7 +295,49 @@ impl Service {
         &self.server
     }
 
-    /// A client that shares this service's registry and transport.
+    /// Sets the options of the client [`Service::client`] hands out: `options` gets a
+    /// [`ClientBuilder`] over the service's registry and transport, with the defaults,
+    /// and returns it changed (timeout, retries, selector, layers, ...). Called again,
+    /// the options add up, in order.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use micro_core::layers::LogLayer;
+    /// use micro_core::registry::MemoryRegistry;
+    /// use micro_core::selector::RoundRobin;
+    /// use micro_core::{ClientBuilder, Service};
+    ///
+    /// let service = Service::new("go.micro.srv.consignment")?
+    ///     .registry(Arc::new(MemoryRegistry::new())) // else MICRO_REGISTRY's (mDNS)
+    ///     .client_options(|client: ClientBuilder| {
+    ///         client
+    ///             .request_timeout(Duration::from_secs(5))
+    ///             .retries(2)
+    ///             .selector(RoundRobin::default())
+    ///             .layer(LogLayer)
+    ///     });
+    /// let client = service.client(); // VesselService::new("go.micro.srv.vessel", client)
+    /// # let _ = client;
+    /// # Ok::<(), micro_core::ServiceError>(())
+    /// ```
+    #[must_use]
+    pub fn client_options<F>(mut self, options: F) -> Self
+    where
+        F: Fn(ClientBuilder) -> ClientBuilder + Send + Sync + 'static,
+    {
+        let options: Arc<dyn Fn(ClientBuilder) -> ClientBuilder + Send + Sync> =
+            match self.client_options.take() {
+                None => Arc::new(options),
+                Some(ClientOptions(before)) => Arc::new(move |b| options(before(b))),
+            };
+        self.client_options = Some(ClientOptions(options));
+        self.client = OnceLock::new();
+        self
+    }
+
+    /// A client that shares this service's registry and transport, with the options
+    /// [`Service::client_options`] set (built once; clones share its connections).
     pub fn client(&self) -> Client {
         self.client
             .get_or_init(|| {
@@ -291,7 +345,12 @@ impl Service {
                     Ok(r) => r,
                     Err(e) => Arc::new(crate::unavailable::UnavailableRegistry(e)),
                 };
-                Client::new(registry, Arc::clone(&self.transport))
+                let builder = Client::builder(registry, Arc::clone(&self.transport));
+                match &self.client_options {
+                    Some(ClientOptions(options)) => options(builder),
+                    None => builder,
+                }
+                .build()
             })
             .clone()
     }
