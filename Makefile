@@ -53,7 +53,7 @@ lint: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
-doc:
+doc: deps
 	RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -D warnings" $(CARGO) doc --workspace --all-features --no-deps
 
 bench:

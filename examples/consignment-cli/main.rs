@@ -5,9 +5,8 @@
 //! by name.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use micro_core::{Client, Config, Error, transport::TcpTransport};
+use micro_core::{Client, Error};
 use micro_examples::consignment::{Consignment, GetRequest, ShippingService};
 
 const DEFAULT_FILE: &str = "examples/consignment-cli/consignment.json";
@@ -33,9 +32,8 @@ fn print_consignment(c: &Consignment) {
 
 async fn run(path: &str) -> Result<(), String> {
     let consignment = read_consignment(path)?;
-    let config = Config::from_env().map_err(|e| e.to_string())?;
-    let registry = config.registry.build().map_err(|e| e.to_string())?;
-    let client = Client::new(registry, Arc::new(TcpTransport::default()));
+    // The same MICRO_* variables as the services read.
+    let client = Client::from_env().map_err(|e| e.to_string())?;
     let shipping = ShippingService::new("go.micro.srv.consignment", client);
 
     let describe = |e: Error| format!("{} (code {}, from {})", e.detail, e.code, e.id);
