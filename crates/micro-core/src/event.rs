@@ -102,7 +102,7 @@ impl<M: Message> Publisher<M> {
             .collect();
         header.insert(HEADER_CONTENT_TYPE.into(), content_type.into());
         header.insert(HEADER_TOPIC.into(), self.topic.clone());
-        header.insert(HEADER_ID.into(), uuid::Uuid::new_v4().to_string());
+        header.insert(HEADER_ID.into(), crate::id::random_uuid());
         let size = body.len()
             + self.topic.len()
             + header

@@ -268,6 +268,7 @@ mod context;
 pub mod error;
 pub mod event;
 mod grpc_timeout;
+mod id;
 pub mod layers;
 pub mod log;
 #[cfg(test)]
@@ -295,7 +296,9 @@ pub use micro_transport as transport;
 
 // What generated code refers to, so a service needs no other dependency.
 pub use async_trait::async_trait;
-pub use futures;
+/// Streams and futures combinators (`StreamExt`, `Stream`, ...) for streaming
+/// handlers and calls: `futures-util`, the part of `futures` micro uses.
+pub use futures_util as futures;
 pub use pbjson_types;
 pub use prost;
 pub use prost_types;

@@ -1,7 +1,7 @@
 //! A request as a client method takes it: a message, or a message with per-call
 //! options (tonic's `IntoRequest` and `IntoStreamingRequest` are the model).
 
-use futures::Stream;
+use futures_util::Stream;
 
 use crate::CallOptions;
 use crate::codec::Message;

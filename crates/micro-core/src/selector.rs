@@ -5,7 +5,6 @@ use std::fmt;
 use std::sync::Mutex;
 
 use micro_registry::Node;
-use rand::Rng;
 
 /// Picks a node for a call (go-micro's selector strategy).
 ///
@@ -35,7 +34,7 @@ pub struct Random;
 
 impl Selector for Random {
     fn select(&self, _service: &str, nodes: &[&Node]) -> usize {
-        rand::rng().random_range(0..nodes.len().max(1))
+        fastrand::usize(0..nodes.len().max(1))
     }
 }
 
@@ -58,7 +57,7 @@ impl Selector for RoundRobin {
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let counter = next
             .entry(service.to_string())
-            .or_insert_with(|| rand::rng().random_range(0..1024));
+            .or_insert_with(|| fastrand::usize(0..1024));
         let pick = *counter % nodes.len().max(1);
         *counter = counter.wrapping_add(1);
         pick

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use futures::StreamExt;
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{

@@ -226,7 +226,7 @@ impl Client {
         C: Codec<Req> + Codec<Resp> + Default,
         Req: Send + Sync + 'static,
         Resp: Send + Sync + 'static,
-        S: futures::Stream<Item = Req> + Send + 'static,
+        S: futures_util::Stream<Item = Req> + Send + 'static,
     {
         let deadline = options.deadline_at(None, Instant::now());
         self.ensure_pruning().await;
@@ -296,7 +296,7 @@ impl Client {
             }
         };
         let streaming = opened.map_err(failed)?.into_inner();
-        use futures::StreamExt;
+        use futures_util::StreamExt;
         Ok(Receiver::new(
             streaming.map(|item| item.map_err(client_error)),
             deadline,

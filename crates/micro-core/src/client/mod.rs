@@ -282,7 +282,7 @@ impl Client {
         Resp: Message,
     {
         let Request { message, options } = request.into_request();
-        let requests = Requests::<_, futures::stream::Empty<Req>>::One(message);
+        let requests = Requests::<_, futures_util::stream::Empty<Req>>::One(message);
         with_codec!(options, Req, Resp, |C| {
             self.stream::<C, _, _, _>(service, path, requests, options)
                 .await

@@ -102,7 +102,7 @@ pub(super) enum Connection {
     Layered(HttpClient),
 }
 
-type PlainFuture = futures::future::MapErr<
+type PlainFuture = futures_util::future::MapErr<
     <tonic::transport::Channel as Service<http::Request<Body>>>::Future,
     fn(tonic::transport::Error) -> LayerError,
 >;
@@ -110,8 +110,10 @@ type PlainFuture = futures::future::MapErr<
 impl Service<http::Request<Body>> for Connection {
     type Response = http::Response<Body>;
     type Error = LayerError;
-    type Future =
-        futures::future::Either<PlainFuture, <HttpClient as Service<http::Request<Body>>>::Future>;
+    type Future = futures_util::future::Either<
+        PlainFuture,
+        <HttpClient as Service<http::Request<Body>>>::Future,
+    >;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), LayerError>> {
         match self {
@@ -123,14 +125,14 @@ impl Service<http::Request<Body>> for Connection {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        use futures::TryFutureExt;
+        use futures_util::TryFutureExt;
         match self {
             Connection::Plain(channel) => {
-                futures::future::Either::Left(channel.call(request).map_err(
+                futures_util::future::Either::Left(channel.call(request).map_err(
                     (|e| LayerError(Box::new(e))) as fn(tonic::transport::Error) -> LayerError,
                 ))
             }
-            Connection::Layered(stack) => futures::future::Either::Right(stack.call(request)),
+            Connection::Layered(stack) => futures_util::future::Either::Right(stack.call(request)),
         }
     }
 }

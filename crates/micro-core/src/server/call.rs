@@ -251,7 +251,7 @@ async fn within_deadline<T>(
 ) -> Result<T, Error> {
     let mut work = std::pin::pin!(work);
     // Most handlers answer without waiting on anything: those need no timer.
-    if let std::task::Poll::Ready(result) = futures::poll!(work.as_mut()) {
+    if let std::task::Poll::Ready(result) = futures_util::poll!(work.as_mut()) {
         guard.disarm();
         return result;
     }
@@ -328,7 +328,7 @@ where
 /// The request stream as a [`Receiver`]. A message over the size limit is
 /// RESOURCE_EXHAUSTED (429), as for a unary request (tonic says OUT_OF_RANGE).
 fn requests<Req: Send + 'static>(stream: tonic::Streaming<Req>) -> Receiver<Req> {
-    use futures::StreamExt;
+    use futures_util::StreamExt;
     Receiver::new(
         stream.map(|item| {
             item.map_err(|status| match status.code() {
@@ -366,7 +366,7 @@ pub(crate) struct ResponseStream<Resp> {
     _cancel_on_drop: tokio_util::sync::DropGuard,
 }
 
-impl<Resp> futures::Stream for ResponseStream<Resp> {
+impl<Resp> futures_util::Stream for ResponseStream<Resp> {
     type Item = Result<Resp, tonic::Status>;
 
     fn poll_next(

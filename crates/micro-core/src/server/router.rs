@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
-use futures::FutureExt;
+use futures_util::FutureExt;
 use tower::{Service, ServiceExt};
 
 use super::HttpService;
@@ -76,7 +76,7 @@ impl Router {
 impl Service<http::Request<Body>> for Router {
     type Response = http::Response<Body>;
     type Error = BoxError;
-    type Future = futures::future::Map<
+    type Future = futures_util::future::Map<
         call::ResponseFuture,
         fn(http::Response<Body>) -> Result<http::Response<Body>, BoxError>,
     >;

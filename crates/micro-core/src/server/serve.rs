@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Duration;
 
-use futures::FutureExt;
+use futures_util::FutureExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use micro_transport::{BoxedIo, Listener};
@@ -191,7 +191,7 @@ struct Respond {
 
 enum ResponseInner {
     Plain(call::ResponseFuture),
-    Layered(futures::future::BoxFuture<'static, http::Response<Body>>),
+    Layered(futures_util::future::BoxFuture<'static, http::Response<Body>>),
     Ready(Option<http::Response<Body>>),
 }
 

@@ -100,7 +100,7 @@ impl Service {
             .unwrap_or_else(|| addr::advertise_address(&bound));
 
         let mut node = Node::new(
-            format!("{}-{}", self.name, uuid::Uuid::new_v4()),
+            format!("{}-{}", self.name, crate::id::random_uuid()),
             advertised,
         );
         for (key, value) in [

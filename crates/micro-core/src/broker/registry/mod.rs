@@ -205,7 +205,7 @@ impl RegistryBroker {
         let cache = CachedRegistry::new(Arc::clone(&registry)).ttl(LOOKUP_REFRESH);
         Self {
             inner: Arc::new(Inner {
-                id: format!("{BROKER_SERVICE}-{}", uuid::Uuid::new_v4()),
+                id: format!("{BROKER_SERVICE}-{}", crate::id::random_uuid()),
                 client: Client::new(Arc::new(cache.clone()), Arc::clone(&transport)),
                 cache,
                 registry,
@@ -404,7 +404,7 @@ impl Broker for RegistryBroker {
             }
         }
         let registry = self.inner.registry.as_ref();
-        futures::future::join_all(records.iter().map(|r| deregister(registry, r))).await;
+        futures_util::future::join_all(records.iter().map(|r| deregister(registry, r))).await;
         for task in tasks {
             let _ = task.await;
         }
@@ -463,8 +463,7 @@ impl Broker for RegistryBroker {
             // One member per queue group; another one if it cannot be reached.
             let (this, d) = (self.clone(), delivery(&members[0]));
             jobs.push(tokio::spawn(async move {
-                use rand::seq::SliceRandom;
-                members.shuffle(&mut rand::rng());
+                fastrand::shuffle(&mut members);
                 let mut last = String::from("no member of the queue group");
                 for node in &members {
                     if Instant::now() >= deadline {
