@@ -4,6 +4,7 @@
 #   make test   the workspace's tests
 #   make lint   rustfmt and clippy, as CI runs them
 #   make doc    the API docs, all features, failing on any rustdoc warning or broken link
+#   make package  every crate packed as for crates.io and built from its package
 #   make bench  micro against raw tonic, discovery speed, footprint (BENCHMARKS.md)
 #   make chaos  faults against the example's release processes (RELIABILITY.md)
 #   make docker build the example images (no registry needed: static binaries, FROM scratch)
@@ -18,7 +19,7 @@
 CARGO ?= cargo
 NETNS := scripts/in-netns
 
-.PHONY: demo test lint readme doc build bench chaos docker docker-bins run docker-test deps
+.PHONY: demo test lint readme doc package build bench chaos docker docker-bins run docker-test deps
 
 # Static binaries for FROM scratch images.
 TARGET := x86_64-unknown-linux-gnu
@@ -55,6 +56,12 @@ lint: deps
 
 doc: deps
 	RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -D warnings" $(CARGO) doc --workspace --all-features --no-deps
+
+# Each crate packs (LICENSE, README, path dependencies with versions) and builds
+# from its package alone, with every feature. --no-verify is not used: that build is
+# the point. PACKAGE_FLAGS=--allow-dirty packs a working tree with changes.
+package: deps
+	$(CARGO) package --workspace --exclude micro-examples --all-features $(PACKAGE_FLAGS)
 
 bench:
 	$(CARGO) build --release --examples
