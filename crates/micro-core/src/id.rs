@@ -11,3 +11,19 @@ pub(crate) fn random_uuid() -> String {
         .into_uuid()
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::random_uuid;
+
+    #[test]
+    fn ids_are_version_4_uuids_and_differ() {
+        let (a, b) = (random_uuid(), random_uuid());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let parsed = uuid::Uuid::parse_str(&id).map_err(|e| format!("{id}: {e}"));
+            assert_eq!(parsed.map(|u| u.get_version_num()), Ok(4), "{id}");
+            assert_eq!(id.len(), 36, "{id}");
+        }
+    }
+}
