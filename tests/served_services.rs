@@ -59,6 +59,7 @@ async fn serve(
     oneshot::Sender<()>,
     JoinHandle<Result<(), ServiceError>>,
 ) {
+    let served = handler.full_name();
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let service = Service::new(name)
         .unwrap()
@@ -76,17 +77,23 @@ async fn serve(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
-    // Registered comes just after health turns SERVING; wait for it too.
+    // Health turns SERVING just after the registration: wait for it, on the served
+    // proto service.
     let mut health = HealthClient::new(channel(&address).await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while health
         .check(HealthCheckRequest {
-            service: name.into(),
+            service: served.clone(),
         })
         .await
         .map(|r| r.into_inner().status)
         .ok()
         != Some(1)
     {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{served} is not SERVING"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     (address, stop, task)
