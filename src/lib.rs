@@ -7,13 +7,11 @@
 
 /// `go.micro.srv.vessel`: messages, `VesselServiceHandler`, `VesselService` client.
 pub mod vessel {
-    #![allow(missing_docs, unreachable_pub)]
     micro_core::include_proto!("go.micro.srv.vessel");
 }
 
 /// `go.micro.srv.consignment`: messages, `ShippingServiceHandler`, `ShippingService` client.
 pub mod consignment {
-    #![allow(missing_docs, unreachable_pub)]
     micro_core::include_proto!("go.micro.srv.consignment");
 }
 

@@ -7,9 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod protos {
-    // prost writes no docs for messages without proto comments; the shippy packages
-    // come along unused.
-    #![allow(missing_docs, unreachable_pub, dead_code)]
+    // The generated code allows what it leaves unused and undocumented.
     micro_core::include_protos!();
 }
 

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use crate::ALLOW;
 use crate::names::{client_name, message_path, snake_case};
 use prost_build::{Method, Service, ServiceGenerator};
 
@@ -29,6 +30,7 @@ impl ServiceGenerator for MicroGenerator {
             buf,
             "/// The encoded `FileDescriptorSet` of the protos compiled with this package, served by gRPC reflection."
         );
+        let _ = writeln!(buf, "{ALLOW}");
         let _ = writeln!(
             buf,
             "pub const FILE_DESCRIPTOR_SET: &[u8] = b\"{}\";",
@@ -153,6 +155,7 @@ fn generate_service(service: &Service, buf: &mut String) -> std::fmt::Result {
         buf,
         "/// Server side of `{full}`: implement it and serve it with `service.handle({register}(handler))`."
     )?;
+    writeln!(buf, "{ALLOW}")?;
     writeln!(buf, "#[::micro_core::async_trait]")?;
     writeln!(
         buf,
@@ -194,6 +197,7 @@ fn generate_service(service: &Service, buf: &mut String) -> std::fmt::Result {
         buf,
         "/// `handler` as the methods of `{full}`, with its endpoints for the registry: `service.handle({register}(handler))`."
     )?;
+    writeln!(buf, "{ALLOW}")?;
     writeln!(
         buf,
         "pub fn {register}<H: {handler}>(handler: H) -> ::micro_core::server::Handler {{"
@@ -217,12 +221,14 @@ fn generate_service(service: &Service, buf: &mut String) -> std::fmt::Result {
         buf,
         "/// Client of `{full}`: calls the service registered under a name."
     )?;
+    writeln!(buf, "{ALLOW}")?;
     writeln!(buf, "#[derive(Clone, Debug)]")?;
     writeln!(buf, "pub struct {client} {{")?;
     writeln!(buf, "    name: ::std::string::String,")?;
     writeln!(buf, "    client: ::micro_core::Client,")?;
     writeln!(buf, "}}")?;
     writeln!(buf)?;
+    writeln!(buf, "{ALLOW}")?;
     writeln!(buf, "impl {client} {{")?;
     writeln!(
         buf,

@@ -117,8 +117,11 @@
 //!
 //! The generated code refers only to `micro_core` (which re-exports prost, serde,
 //! async-trait and pbjson-types), so `micro-core` is the one runtime dependency.
-//! Messages without proto comments have no docs: include them where `missing_docs`
-//! is allowed.
+//!
+//! Every generated item allows the lints a crate may deny on its own code (dead code,
+//! `missing_docs`, `unreachable_pub`, clippy's groups, ...): generated code is not
+//! yours to document, and a program that uses only the client, or only the server
+//! side, still builds without a warning under `-D warnings`.
 
 mod generator;
 mod names;
@@ -155,6 +158,41 @@ impl std::fmt::Debug for Error {
 /// The file, in the output directory, that nests every generated package in modules
 /// (`micro_core::include_protos!()` includes it).
 pub const INCLUDE_FILE: &str = "_micro_protos.rs";
+
+/// The lint allowances on every generated item (prost's messages, enums and nested
+/// modules, micro's handler traits, registration functions and clients, the
+/// package modules of [`INCLUDE_FILE`]).
+///
+/// Generated code is not the user's to document or tidy, and a crate may use any part
+/// of it (only the client, only the server side, neither), so what it leaves unused is
+/// not dead: the generated code compiles without a warning under `-D warnings`,
+/// `#![deny(missing_docs)]`, `unreachable_pub` or clippy's groups, whatever the crate
+/// uses.
+pub(crate) const ALLOW: &str = "#[allow(dead_code, missing_docs, missing_debug_implementations, missing_copy_implementations, unreachable_pub, unused_qualifications, unused_results, trivial_casts, trivial_numeric_casts, rust_2018_idioms, clippy::all, clippy::pedantic, clippy::nursery, clippy::restriction)]";
+
+/// Puts [`ALLOW`] before each `impl` block and module of a file prost-build wrote (its
+/// messages and enums have it already, through `type_attribute`): the enums' `impl`
+/// blocks and nested message modules would otherwise keep the user's lint levels.
+fn allow_lints(path: &Path) -> Result<(), Error> {
+    let code = std::fs::read_to_string(path)?;
+    let mut out = String::with_capacity(code.len() + 1024);
+    let mut previous = "";
+    for line in code.lines() {
+        let item = line.trim_start();
+        if (item.starts_with("impl ") || item.starts_with("impl<") || item.starts_with("pub mod "))
+            && previous.trim() != ALLOW
+        {
+            out.push_str(&line[..line.len() - item.len()]);
+            out.push_str(ALLOW);
+            out.push('\n');
+        }
+        out.push_str(line);
+        out.push('\n');
+        previous = line;
+    }
+    std::fs::write(path, out)?;
+    Ok(())
+}
 
 /// Compiles `protos`, looking up imports in `includes`, into `OUT_DIR`.
 pub fn compile(protos: &[impl AsRef<Path>], includes: &[impl AsRef<Path>]) -> Result<(), Error> {
@@ -231,6 +269,7 @@ impl Builder {
             .compile_well_known_types()
             .extern_path(".google.protobuf", "::micro_core::pbjson_types")
             .include_file(INCLUDE_FILE)
+            .type_attribute(".", ALLOW)
             .service_generator(Box::new(generator::MicroGenerator {
                 descriptors: prost::Message::encode_to_vec(&fds),
                 with_services: Default::default(),
@@ -250,15 +289,17 @@ impl Builder {
             .collect();
         let set = fds.clone();
         config.compile_fds(fds)?;
+        allow_lints(&out_dir.join(INCLUDE_FILE))?;
         for package in packages {
+            let name = if package.is_empty() { "_" } else { &package };
+            let path = out_dir.join(format!("{name}.rs"));
+            allow_lints(&path)?;
             let mut impls = String::new();
             // `write!` into a String cannot fail.
             let _ = generator::write_message_impls(&set, &package, self.serde, &mut impls);
             if impls.is_empty() {
                 continue;
             }
-            let name = if package.is_empty() { "_" } else { &package };
-            let path = out_dir.join(format!("{name}.rs"));
             let mut file = std::fs::OpenOptions::new().append(true).open(&path)?;
             std::io::Write::write_all(&mut file, impls.as_bytes())?;
         }

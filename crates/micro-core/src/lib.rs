@@ -70,7 +70,10 @@
 //! | events | [`broker::Broker`] | registry (no server) | memory; NATS (feature `nats`) |
 //!
 //! Every server also answers gRPC health checks (`grpc.health.v1`) and server
-//! reflection, so `grpcurl` and Kubernetes probes work without proto files.
+//! reflection, so `grpcurl` and Kubernetes probes work without proto files. Health
+//! knows the server as a whole (`""`), the name it registers under
+//! (`go.micro.srv.greeter`) and each proto service it serves (`greeter.Greeter`);
+//! reflection lists the served services, health and reflection, nothing else.
 //!
 //! | feature | default | what |
 //! |---|---|---|

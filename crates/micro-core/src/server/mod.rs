@@ -7,7 +7,10 @@
 //!
 //! Every server also answers `grpc.health.v1.Health` (tonic-health) and gRPC server
 //! reflection v1 and v1alpha (tonic-reflection), so `grpcurl` and Kubernetes probes
-//! work with no proto files at hand.
+//! work with no proto files at hand. Health answers for the server as a whole (`""`),
+//! the registry name a [`Service`](crate::Service) runs under and each served proto
+//! service; reflection lists the served services, health and reflection only, even
+//! when more services were compiled with the same protos.
 //!
 //! Middleware is tower layers ([`Server::layer`]), applied to every request, built-in
 //! services included; see the crate docs for a logging and an auth layer.
@@ -65,6 +68,14 @@ use self::serve::ConnectionOptions;
 pub(crate) use self::serve::{Control, serve, serve_with};
 use crate::ServiceError;
 use crate::codec::{BoxError, DEFAULT_MAX_MESSAGE_SIZE};
+
+/// The services every server answers besides its handlers' (health, and reflection
+/// v1 and v1alpha), as reflection lists them.
+const BUILTIN_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 
 /// How long in-flight calls may run on after shutdown starts, by default.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
@@ -277,9 +288,11 @@ impl Server {
         &self.handlers
     }
 
-    /// Reports every served service (and the server as a whole, `""`) as serving or
-    /// not, on `grpc.health.v1.Health`.
-    pub(crate) async fn set_health(&self, serving: bool) {
+    /// Reports the server as a whole (`""`), the name it is registered under
+    /// (`registry_name`, e.g. `go.micro.srv.greeter`) and every served proto service
+    /// (`greeter.Greeter`) as serving or not, on `grpc.health.v1.Health`, all
+    /// together. Any other name stays unknown (NOT_FOUND).
+    pub(crate) async fn set_health(&self, registry_name: &str, serving: bool) {
         use tonic_health::ServingStatus;
         let status = if serving {
             ServingStatus::Serving
@@ -287,6 +300,9 @@ impl Server {
             ServingStatus::NotServing
         };
         self.health.set_service_status("", status).await;
+        if !registry_name.is_empty() {
+            self.health.set_service_status(registry_name, status).await;
+        }
         for name in &self.handlers {
             self.health.set_service_status(name, status).await;
         }
@@ -313,30 +329,65 @@ impl Server {
         )
     }
 
-    /// Reflection over every registered descriptor set, v1 and v1alpha.
+    /// Reflection, v1 and v1alpha, over the descriptors of the served services.
+    ///
+    /// It lists exactly what this server answers: the services it has handlers for,
+    /// `grpc.health.v1.Health` and reflection itself. A generated package carries the
+    /// descriptors of every proto compiled with it, so services compiled alongside but
+    /// not served are removed from the descriptors (their messages stay, as served
+    /// methods may use them).
     fn reflection(&self) -> Vec<(&'static str, HttpService)> {
-        let mut v1 = tonic_reflection::server::Builder::configure();
-        let mut v1alpha = tonic_reflection::server::Builder::configure();
+        let served: std::collections::HashSet<&str> =
+            self.handlers.iter().map(String::as_str).collect();
+        let mut files = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for encoded in &self.descriptors {
-            // Each generated package carries the descriptors of all protos compiled with
-            // it; register each file once.
+        let builtins = [
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ];
+        for (index, encoded) in self.descriptors.iter().chain(&builtins).enumerate() {
+            let builtin = index >= self.descriptors.len();
             let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(*encoded)
             else {
                 tracing::warn!("skipping an undecodable file descriptor set");
                 continue;
             };
-            let fresh: Vec<_> = set
-                .file
-                .into_iter()
-                .filter(|f| seen.insert(f.name.clone()))
-                .collect();
-            if fresh.is_empty() {
-                continue;
+            // Each generated package carries the descriptors of all protos compiled
+            // with it; take each file once.
+            for mut file in set.file {
+                if !seen.insert(file.name.clone()) {
+                    continue;
+                }
+                if !builtin {
+                    let package = file.package().to_string();
+                    file.service.retain(|service| {
+                        let name = if package.is_empty() {
+                            service.name().to_string()
+                        } else {
+                            format!("{package}.{}", service.name())
+                        };
+                        served.contains(name.as_str())
+                    });
+                }
+                files.push(file);
             }
-            let set = prost_types::FileDescriptorSet { file: fresh };
-            v1 = v1.register_file_descriptor_set(set.clone());
-            v1alpha = v1alpha.register_file_descriptor_set(set);
+        }
+        let set = prost_types::FileDescriptorSet { file: files };
+        let names = self
+            .handlers
+            .iter()
+            .map(String::as_str)
+            .chain(BUILTIN_SERVICES.iter().copied());
+        let mut v1 = tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_file_descriptor_set(set.clone());
+        let mut v1alpha = tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_file_descriptor_set(set);
+        for name in names {
+            v1 = v1.with_service_name(name);
+            v1alpha = v1alpha.with_service_name(name);
         }
         let mut out = Vec::new();
         match (v1.build_v1(), v1alpha.build_v1alpha()) {

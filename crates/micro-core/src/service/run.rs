@@ -162,7 +162,7 @@ impl Service {
                 return Err(e);
             }
         };
-        self.server.set_health(true).await;
+        self.server.set_health(&self.name, true).await;
         tracing::info!(
             service = %self.name,
             version = %self.version,
@@ -263,7 +263,7 @@ impl Stopping {
         let end = began + self.grace;
         let node = self.record.nodes[0].id.as_str();
         self.refuse.cancel();
-        server.set_health(false).await;
+        server.set_health(&self.record.name, false).await;
 
         if registered {
             self.deregister(began).await;
