@@ -282,6 +282,7 @@ pub mod server;
 mod service;
 mod service_error;
 pub mod stream;
+pub mod telemetry;
 mod unavailable;
 
 pub use client::{Client, ClientBuilder};
@@ -310,6 +311,8 @@ pub use tonic;
 /// micro logs through `tracing`; a service's own logs need no other dependency:
 /// `micro_core::tracing::info!(..)`.
 pub use tracing;
+/// The subscriber micro installs by default, for programs that build their own.
+pub use tracing_subscriber;
 
 /// Includes the code `micro-codegen` generated for every package, nested in modules
 /// as the packages are (`go.micro.srv.vessel` becomes `go::micro::srv::vessel`):
