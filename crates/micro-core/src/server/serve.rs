@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
 use super::call::{self, Body, RemoteAddr};
+use super::observe::Observed;
 use super::router::Stack;
 use crate::ServiceError;
 
@@ -146,10 +147,12 @@ impl Drop for CallGuard {
     }
 }
 
-/// A response body that keeps its call open until it is sent or dropped.
+/// A response body that keeps its call open until it is sent or dropped, and
+/// records the status its trailers carry on the call's span.
 struct Tracked {
     inner: Body,
-    _call: CallGuard,
+    _call: Option<CallGuard>,
+    observed: Option<Observed>,
 }
 
 impl http_body::Body for Tracked {
@@ -160,7 +163,19 @@ impl http_body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(observed) = self.observed.as_mut() {
+            match &frame {
+                Some(Ok(frame)) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        observed.status_in(trailers);
+                    }
+                }
+                Some(Err(status)) => observed.record(status.code()),
+                None => {}
+            }
+        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -183,10 +198,12 @@ struct Connection {
     activity: Option<Arc<Activity>>,
 }
 
-/// The response to one call, with the guard that keeps the call open.
+/// The response to one call, with the guard that keeps the call open and the call's
+/// span, entered while polled.
 struct Respond {
     inner: ResponseInner,
     call: Option<CallGuard>,
+    observed: Option<Observed>,
 }
 
 enum ResponseInner {
@@ -199,7 +216,9 @@ impl Future for Respond {
     type Output = Result<http::Response<Body>, std::convert::Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let response = match &mut self.inner {
+        let this = &mut *self;
+        let entered = this.observed.as_ref().map(|o| o.span().enter());
+        let response = match &mut this.inner {
             ResponseInner::Plain(future) => ready!(future.as_mut().poll(cx)),
             ResponseInner::Layered(future) => ready!(future.as_mut().poll(cx)),
             ResponseInner::Ready(response) => match response.take() {
@@ -207,9 +226,26 @@ impl Future for Respond {
                 None => tonic::Status::internal("response polled twice").into_http(),
             },
         };
-        Poll::Ready(Ok(match self.call.take() {
-            Some(call) => response.map(|inner| Body::new(Tracked { inner, _call: call })),
-            None => response,
+        drop(entered);
+        let mut observed = this.observed.take();
+        // Trailers-only (an error, or a refusal): the status is in the head.
+        if observed
+            .as_mut()
+            .is_some_and(|o| o.status_in(response.headers()))
+        {
+            observed = None;
+        }
+        let call = this.call.take();
+        Poll::Ready(Ok(if call.is_some() || observed.is_some() {
+            response.map(|inner| {
+                Body::new(Tracked {
+                    inner,
+                    _call: call,
+                    observed,
+                })
+            })
+        } else {
+            response
         }))
     }
 }
@@ -225,14 +261,18 @@ impl Service<http::Request<hyper::body::Incoming>> for Connection {
 
     fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let call = self.activity.as_ref().map(CallGuard::new);
+        let observed = Observed::start(&request, &self.remote);
         if self.refuse.is_cancelled() && !request.uri().path().starts_with(HEALTH_PREFIX) {
             // Callers retry UNAVAILABLE on another node.
             let refused = tonic::Status::unavailable("server is shutting down").into_http();
             return Respond {
                 inner: ResponseInner::Ready(Some(refused)),
                 call,
+                observed,
             };
         }
+        // The handler's context is made during dispatch: in the call's span.
+        let entered = observed.as_ref().map(|o| o.span().enter());
         let mut request = request.map(Body::new);
         let inner = match &self.inner {
             Stack::Plain(router) => {
@@ -257,7 +297,12 @@ impl Service<http::Request<hyper::body::Incoming>> for Connection {
                 )
             }
         };
-        Respond { inner, call }
+        drop(entered);
+        Respond {
+            inner,
+            call,
+            observed,
+        }
     }
 }
 
