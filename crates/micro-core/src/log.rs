@@ -10,6 +10,11 @@
 //! (`tracing_subscriber::EnvFilter` directives, `info,micro_core=debug`), else go-micro's
 //! `MICRO_LOG_LEVEL` (`trace`, `debug`, `info`, `warn`, `error`, `fatal`), else `info`.
 //! `RUST_LOG=off` silences it.
+//!
+//! With the `otel` feature and an OTLP endpoint (see [`crate::telemetry`]), the
+//! subscriber also has an OpenTelemetry layer, filtered on its own: `RUST_LOG=off`
+//! silences the log, not the traces. A program that installs its own subscriber adds
+//! that layer itself with [`Telemetry::layer`](crate::telemetry::Telemetry::layer).
 
 use tracing_subscriber::EnvFilter;
 
@@ -51,6 +56,40 @@ pub(crate) fn install_default(directives: Option<&str>) -> bool {
         .with_writer(std::io::stderr)
         .try_init()
         .is_ok()
+}
+
+/// Installs the plain subscriber as [`install_default`] does, with `telemetry`'s
+/// OpenTelemetry layer beside the log when it exports. Returns the guard that
+/// flushes the export, when this call installed a subscriber that exports.
+#[cfg(feature = "otel")]
+pub(crate) fn install_default_with(
+    directives: Option<&str>,
+    telemetry: crate::telemetry::Telemetry,
+) -> Option<crate::telemetry::TelemetryGuard> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    if tracing::dispatcher::has_been_set() {
+        return None;
+    }
+    if !telemetry.is_enabled() {
+        install_default(directives);
+        return None;
+    }
+    let filter = parse_filter(directives.unwrap_or(DEFAULT_FILTER))
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let (otel, guard) = telemetry.layer();
+    let log = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    tracing_subscriber::registry()
+        .with(log)
+        .with(otel)
+        .try_init()
+        .ok()
+        .map(|()| guard)
 }
 
 #[cfg(test)]
