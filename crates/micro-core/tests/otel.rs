@@ -9,9 +9,9 @@
 // Panicking is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
 #[path = "support/otlp.rs"]
 mod otlp;
+mod support;
 
 use std::time::Duration;
 
@@ -55,9 +55,10 @@ async fn one_trace_across_client_servers_and_an_event() {
     // installs the default subscriber, exporting to the receiver.
     let back = support::start(BACK, &registry, move |s| {
         s.otlp_endpoint(endpoint_back)
-            .handle(support::handler("Svc", |_ctx: Context, req: Msg| async move {
-                Ok(msg(&format!("back: {}", req.text)))
-            }))
+            .handle(support::handler(
+                "Svc",
+                |_ctx: Context, req: Msg| async move { Ok(msg(&format!("back: {}", req.text))) },
+            ))
             .unwrap()
             .subscribe(TOPIC, move |_ctx: Context, m: Msg| {
                 let got_tx = got_tx.clone();
@@ -106,7 +107,11 @@ async fn one_trace_across_client_servers_and_an_event() {
     assert_eq!(delivered.as_deref(), Some("hi"));
     // A failing call: NOT_FOUND is an error for the client, not for the server.
     let missing = caller
-        .call::<Msg, Msg>(FRONT, PATH, Request::new(msg("missing"), CallOptions::new()))
+        .call::<Msg, Msg>(
+            FRONT,
+            PATH,
+            Request::new(msg("missing"), CallOptions::new()),
+        )
         .await;
     assert!(missing.is_err());
 
@@ -128,44 +133,74 @@ async fn one_trace_across_client_servers_and_an_event() {
 
     let rpc = |s: &Received| s.name() == method;
     let ok = |s: &Received| s.attr(semconv::STATUS_CODE).as_deref() == Some("OK");
-    let for_service = |s: &Received, name: &str| s.attr(semconv::MICRO_SERVICE).as_deref() == Some(name);
+    let for_service =
+        |s: &Received, name: &str| s.attr(semconv::MICRO_SERVICE).as_deref() == Some(name);
 
     // The first call: the caller's client span, its attempt, front's server span.
     let call = one(&spans, "client call to front", |s| {
-        rpc(s) && kind(s) == SpanKind::Client && ok(s) && for_service(s, FRONT) && s.attr(semconv::MICRO_ATTEMPT).is_none()
+        rpc(s)
+            && kind(s) == SpanKind::Client
+            && ok(s)
+            && for_service(s, FRONT)
+            && s.attr(semconv::MICRO_ATTEMPT).is_none()
     });
     let trace = call.trace_id();
-    assert!(call.span.parent_span_id.is_empty(), "the caller's span is a root");
+    assert!(
+        call.span.parent_span_id.is_empty(),
+        "the caller's span is a root"
+    );
     assert_eq!(call.attr(semconv::RPC_SYSTEM_NAME).as_deref(), Some("grpc"));
     assert_eq!(call.attr(semconv::RPC_METHOD).as_deref(), Some(method));
 
     let attempt = one(&spans, "attempt to front", |s| {
-        rpc(s) && kind(s) == SpanKind::Client && for_service(s, FRONT) && s.trace_id() == trace && s.attr(semconv::MICRO_ATTEMPT).is_some()
+        rpc(s)
+            && kind(s) == SpanKind::Client
+            && for_service(s, FRONT)
+            && s.trace_id() == trace
+            && s.attr(semconv::MICRO_ATTEMPT).is_some()
     });
     assert_eq!(attempt.parent_id(), call.span_id());
     assert_eq!(attempt.attr(semconv::MICRO_ATTEMPT).as_deref(), Some("1"));
     let node = attempt.attr(semconv::MICRO_NODE_ID).unwrap_or_default();
     assert!(node.starts_with("test.front-"), "{node}");
-    assert_eq!(attempt.attr(semconv::SERVER_ADDRESS).as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        attempt.attr(semconv::SERVER_ADDRESS).as_deref(),
+        Some("127.0.0.1")
+    );
     assert!(attempt.attr(semconv::SERVER_PORT).is_some());
     assert_eq!(attempt.attr(semconv::STATUS_CODE).as_deref(), Some("OK"));
 
     let front_server = one(&spans, "front's server span", |s| {
-        rpc(s) && kind(s) == SpanKind::Server && s.trace_id() == trace && s.parent_id() == attempt.span_id()
+        rpc(s)
+            && kind(s) == SpanKind::Server
+            && s.trace_id() == trace
+            && s.parent_id() == attempt.span_id()
     });
-    assert_eq!(front_server.attr(semconv::STATUS_CODE).as_deref(), Some("OK"));
-    assert_eq!(front_server.attr(semconv::NETWORK_PEER_ADDRESS).as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        front_server.attr(semconv::STATUS_CODE).as_deref(),
+        Some("OK")
+    );
+    assert_eq!(
+        front_server.attr(semconv::NETWORK_PEER_ADDRESS).as_deref(),
+        Some("127.0.0.1")
+    );
     // The exporter was installed by the first service: its registry name.
     assert_eq!(front_server.service, BACK);
 
     // front's handler calls back with ctx.call_options(): children of its server span.
     let inner = one(&spans, "front's call to back", |s| {
-        rpc(s) && kind(s) == SpanKind::Client && for_service(s, BACK) && s.attr(semconv::MICRO_ATTEMPT).is_none()
+        rpc(s)
+            && kind(s) == SpanKind::Client
+            && for_service(s, BACK)
+            && s.attr(semconv::MICRO_ATTEMPT).is_none()
     });
     assert_eq!(inner.trace_id(), trace);
     assert_eq!(inner.parent_id(), front_server.span_id());
     let inner_attempt = one(&spans, "attempt to back", |s| {
-        rpc(s) && kind(s) == SpanKind::Client && for_service(s, BACK) && s.attr(semconv::MICRO_ATTEMPT).is_some()
+        rpc(s)
+            && kind(s) == SpanKind::Client
+            && for_service(s, BACK)
+            && s.attr(semconv::MICRO_ATTEMPT).is_some()
     });
     assert_eq!(inner_attempt.parent_id(), inner.span_id());
     let back_server = one(&spans, "back's server span", |s| {
@@ -178,8 +213,13 @@ async fn one_trace_across_client_servers_and_an_event() {
     assert_eq!(kind(send), SpanKind::Producer);
     assert_eq!(send.trace_id(), trace);
     assert_eq!(send.parent_id(), front_server.span_id());
-    assert_eq!(send.attr(semconv::MESSAGING_DESTINATION_NAME).as_deref(), Some(TOPIC));
-    let process = one(&spans, "process", |s| s.name() == format!("process {TOPIC}"));
+    assert_eq!(
+        send.attr(semconv::MESSAGING_DESTINATION_NAME).as_deref(),
+        Some(TOPIC)
+    );
+    let process = one(&spans, "process", |s| {
+        s.name() == format!("process {TOPIC}")
+    });
     assert_eq!(kind(process), SpanKind::Consumer);
     assert_eq!(process.trace_id(), trace);
     assert_eq!(process.parent_id(), send.span_id());
@@ -190,18 +230,37 @@ async fn one_trace_across_client_servers_and_an_event() {
 
     // The failing call: NOT_FOUND on both sides, an error only for the client.
     let failed = one(&spans, "failed client call", |s| {
-        rpc(s) && kind(s) == SpanKind::Client && s.attr(semconv::MICRO_ATTEMPT).is_none() && s.attr(semconv::STATUS_CODE).as_deref() == Some("NOT_FOUND")
+        rpc(s)
+            && kind(s) == SpanKind::Client
+            && s.attr(semconv::MICRO_ATTEMPT).is_none()
+            && s.attr(semconv::STATUS_CODE).as_deref() == Some("NOT_FOUND")
     });
-    assert_eq!(failed.attr(semconv::ERROR_TYPE).as_deref(), Some("NOT_FOUND"));
-    assert_ne!(failed.trace_id(), trace, "a new call from the top is a new trace");
+    assert_eq!(
+        failed.attr(semconv::ERROR_TYPE).as_deref(),
+        Some("NOT_FOUND")
+    );
+    assert_ne!(
+        failed.trace_id(),
+        trace,
+        "a new call from the top is a new trace"
+    );
     let failed_server = one(&spans, "failed server span", |s| {
         rpc(s) && kind(s) == SpanKind::Server && s.trace_id() == failed.trace_id()
     });
-    assert_eq!(failed_server.attr(semconv::STATUS_CODE).as_deref(), Some("NOT_FOUND"));
+    assert_eq!(
+        failed_server.attr(semconv::STATUS_CODE).as_deref(),
+        Some("NOT_FOUND")
+    );
     let status = failed_server.span.status.clone().unwrap_or_default();
-    assert_ne!(status.code, 2, "NOT_FOUND is not a server error: {status:?}");
+    assert_ne!(
+        status.code, 2,
+        "NOT_FOUND is not a server error: {status:?}"
+    );
     let client_status = failed.span.status.clone().unwrap_or_default();
-    assert_eq!(client_status.code, 2, "a client span is in error on any non-OK: {client_status:?}");
+    assert_eq!(
+        client_status.code, 2,
+        "a client span is in error on any non-OK: {client_status:?}"
+    );
 
     // Health checks and reflection make no spans.
     assert!(

@@ -100,10 +100,12 @@ impl TraceService for Receiver {
                 .resource
                 .iter()
                 .flat_map(|r| r.attributes.iter())
-                .filter_map(|kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                    Some(Value::StringValue(s)) => Some((kv.key.clone(), s.clone())),
-                    _ => None,
-                })
+                .filter_map(
+                    |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                        Some(Value::StringValue(s)) => Some((kv.key.clone(), s.clone())),
+                        _ => None,
+                    },
+                )
                 .collect();
             let service = attributes.get("service.name").cloned().unwrap_or_default();
             for scope in resource.scope_spans {
