@@ -52,6 +52,7 @@ pub fn init_logging(service_name: &str) -> Logging {
 }
 
 /// What [`init_logging`] set up: [`Logging::shutdown`] flushes the traces.
+#[derive(Debug)]
 #[must_use = "call shutdown() at the end, or buffered spans are lost"]
 pub struct Logging {
     #[cfg(feature = "otel")]
