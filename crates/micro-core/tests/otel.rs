@@ -207,6 +207,10 @@ async fn one_trace_across_client_servers_and_an_event() {
         rpc(s) && kind(s) == SpanKind::Server && s.parent_id() == inner_attempt.span_id()
     });
     assert_eq!(back_server.trace_id(), trace);
+    assert_eq!(
+        back_server.attr(semconv::MICRO_SERVICE).as_deref(),
+        Some(BACK)
+    );
 
     // The event: send is a child of front's server span, process a child of send.
     let send = one(&spans, "send", |s| s.name() == format!("send {TOPIC}"));

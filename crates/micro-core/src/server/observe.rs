@@ -15,9 +15,14 @@ pub(super) struct Observed {
 }
 
 impl Observed {
-    /// The span of a call to `request`'s path from `remote`, or `None` for health
-    /// checks, reflection, and when no subscriber wants the span.
-    pub(super) fn start<B>(request: &http::Request<B>, remote: &str) -> Option<Self> {
+    /// The span of a call to `request`'s path from `remote` on the server of
+    /// registry name `served`, or `None` for health checks, reflection, and when no
+    /// subscriber wants the span.
+    pub(super) fn start<B>(
+        request: &http::Request<B>,
+        remote: &str,
+        served: Option<&str>,
+    ) -> Option<Self> {
         let path = request.uri().path();
         if UNOBSERVED.iter().any(|prefix| path.starts_with(prefix)) {
             return None;
@@ -43,6 +48,7 @@ impl Observed {
             error.type = tracing::field::Empty,
             network.peer.address = peer,
             network.peer.port = peer_port,
+            micro.service = served,
         );
         if span.is_disabled() {
             return None;

@@ -69,6 +69,8 @@ pub(crate) struct Control {
     /// told to go away (GOAWAY) and calls in flight may finish until the deadline;
     /// then the connections left are closed. A dropped sender closes at once.
     pub(crate) close: oneshot::Receiver<Instant>,
+    /// The registry name served, for the calls' spans (`micro.service`).
+    pub(crate) served: Option<Arc<str>>,
 }
 
 /// Counts the calls open on one connection, for its idle timeout.
@@ -196,6 +198,7 @@ struct Connection {
     remote: Arc<str>,
     refuse: CancellationToken,
     activity: Option<Arc<Activity>>,
+    served: Option<Arc<str>>,
 }
 
 /// The response to one call, with the guard that keeps the call open and the call's
@@ -261,7 +264,7 @@ impl Service<http::Request<hyper::body::Incoming>> for Connection {
 
     fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let call = self.activity.as_ref().map(CallGuard::new);
-        let observed = Observed::start(&request, &self.remote);
+        let observed = Observed::start(&request, &self.remote, self.served.as_deref());
         if self.refuse.is_cancelled() && !request.uri().path().starts_with(HEALTH_PREFIX) {
             // Callers retry UNAVAILABLE on another node.
             let refused = tonic::Status::unavailable("server is shutting down").into_http();
@@ -425,6 +428,7 @@ pub(crate) async fn serve(
         Control {
             refuse: refuse.clone(),
             close: closed,
+            served: None,
         },
     );
     tokio::pin!(serving, shutdown);
@@ -456,7 +460,11 @@ pub(crate) async fn serve_with(
     let mut refused = Refused::default();
     let drain = CancellationToken::new();
     let mut connections = JoinSet::new();
-    let Control { refuse, close } = control;
+    let Control {
+        refuse,
+        close,
+        served,
+    } = control;
     tokio::pin!(close);
     let deadline = loop {
         tokio::select! {
@@ -490,6 +498,7 @@ pub(crate) async fn serve_with(
                         options,
                         refuse: refuse.clone(),
                         drain: drain.clone(),
+                        served: served.clone(),
                     },
                     guard,
                 ));
@@ -521,6 +530,7 @@ struct Shared {
     options: ConnectionOptions,
     refuse: CancellationToken,
     drain: CancellationToken,
+    served: Option<Arc<str>>,
 }
 
 /// Serves one connection: drops it if the HTTP/2 preface does not come within the
@@ -533,6 +543,7 @@ async fn connection(io: BoxedIo, remote: Arc<str>, shared: Shared, _open: Open) 
         options,
         refuse,
         drain,
+        served,
     } = shared;
     let (preface_tx, preface_rx) = oneshot::channel();
     let io = Io {
@@ -546,6 +557,7 @@ async fn connection(io: BoxedIo, remote: Arc<str>, shared: Shared, _open: Open) 
         remote: Arc::clone(&remote),
         refuse,
         activity: activity.clone(),
+        served,
     };
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(conn);

@@ -144,6 +144,7 @@ impl Service {
             crate::server::Control {
                 refuse: refuse.clone(),
                 close: closed,
+                served: Some(Arc::from(self.name.as_str())),
             },
         ));
         let stopping = Stopping {
