@@ -28,10 +28,11 @@ pub fn init_logging(service_name: &str) -> Logging {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // micro's call spans are for the traces, not the log (unless RUST_LOG names them).
     let named = std::env::var("RUST_LOG").is_ok_and(|v| v.contains(micro_core::telemetry::TARGET));
-    if !named {
-        if let Ok(off) = format!("{}=off", micro_core::telemetry::TARGET).parse() {
-            filter = filter.add_directive(off);
-        }
+    if let (false, Ok(off)) = (
+        named,
+        format!("{}=off", micro_core::telemetry::TARGET).parse(),
+    ) {
+        filter = filter.add_directive(off);
     }
     let log = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
