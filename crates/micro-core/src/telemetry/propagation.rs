@@ -18,7 +18,7 @@ mod imp {
     use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
     use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-    fn propagator() -> &'static TextMapCompositePropagator {
+    pub(super) fn propagator() -> &'static TextMapCompositePropagator {
         static PROPAGATOR: OnceLock<TextMapCompositePropagator> = OnceLock::new();
         PROPAGATOR.get_or_init(|| {
             TextMapCompositePropagator::new(vec![
@@ -29,7 +29,7 @@ mod imp {
     }
 
     /// Writes into gRPC metadata, skipping empty values and invalid keys or values.
-    struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+    pub(super) struct MetadataInjector<'a>(pub(super) &'a mut tonic::metadata::MetadataMap);
 
     impl Injector for MetadataInjector<'_> {
         fn set(&mut self, key: &str, value: String) {
@@ -46,7 +46,7 @@ mod imp {
     }
 
     /// Writes into a broker message's headers, skipping empty values.
-    struct MapInjector<'a>(&'a mut HashMap<String, String>);
+    pub(super) struct MapInjector<'a>(pub(super) &'a mut HashMap<String, String>);
 
     impl Injector for MapInjector<'_> {
         fn set(&mut self, key: &str, value: String) {
@@ -71,7 +71,7 @@ mod imp {
         }
     }
 
-    struct MapExtractor<'a>(&'a HashMap<String, String>);
+    pub(super) struct MapExtractor<'a>(pub(super) &'a HashMap<String, String>);
 
     impl Extractor for MapExtractor<'_> {
         fn get(&self, key: &str) -> Option<&str> {
@@ -163,4 +163,62 @@ pub fn set_parent_from_message(span: &tracing::Span, header: &HashMap<String, St
     imp::set_parent_from_map(span, header);
     #[cfg(not(feature = "otel"))]
     let _ = (span, header);
+}
+
+#[cfg(all(test, feature = "otel"))]
+mod tests {
+    use std::collections::HashMap;
+
+    use opentelemetry::propagation::{Extractor, TextMapPropagator};
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+
+    use super::imp::{MapExtractor, MapInjector, MetadataInjector, propagator};
+
+    fn remote_context() -> opentelemetry::Context {
+        let span = SpanContext::new(
+            TraceId::from_bytes([7; 16]),
+            SpanId::from_bytes([9; 8]),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        opentelemetry::Context::new().with_remote_span_context(span)
+    }
+
+    #[test]
+    fn injection_skips_empty_values_and_replaces_any_case() {
+        let mut header = HashMap::from([("TraceParent".to_string(), "00-old-old-01".to_string())]);
+        propagator().inject_context(&remote_context(), &mut MapInjector(&mut header));
+        let traceparent: Vec<_> = header
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("traceparent"))
+            .collect();
+        assert_eq!(traceparent.len(), 1, "{header:?}");
+        assert_eq!(
+            traceparent[0].1,
+            "00-07070707070707070707070707070707-0909090909090909-01"
+        );
+        // The empty trace state is not written.
+        assert!(!header.contains_key("tracestate"), "{header:?}");
+
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        propagator().inject_context(&remote_context(), &mut MetadataInjector(&mut metadata));
+        assert!(metadata.get("traceparent").is_some());
+        assert!(metadata.get("tracestate").is_none(), "{metadata:?}");
+    }
+
+    #[test]
+    fn extraction_reads_any_case() {
+        let header = HashMap::from([(
+            "Traceparent".to_string(),
+            "00-07070707070707070707070707070707-0909090909090909-01".to_string(),
+        )]);
+        assert!(MapExtractor(&header).get("traceparent").is_some());
+        let cx = propagator().extract(&MapExtractor(&header));
+        let span = cx.span();
+        assert_eq!(span.span_context().trace_id(), TraceId::from_bytes([7; 16]));
+        assert!(span.span_context().is_remote());
+    }
 }
