@@ -40,6 +40,19 @@ fn one<'a>(spans: &'a [Received], what: &str, pick: impl Fn(&Received) -> bool) 
     found[0]
 }
 
+/// Picks a dead node while there is one, so that a call is retried.
+#[derive(Debug)]
+struct DeadFirst;
+
+impl micro_core::selector::Selector for DeadFirst {
+    fn select(&self, _service: &str, nodes: &[&micro_core::registry::Node]) -> usize {
+        nodes
+            .iter()
+            .position(|n| n.id.ends_with("-dead"))
+            .unwrap_or(0)
+    }
+}
+
 fn kind(span: &Received) -> SpanKind {
     SpanKind::try_from(span.span.kind).unwrap_or(SpanKind::Unspecified)
 }
@@ -114,6 +127,21 @@ async fn one_trace_across_client_servers_and_an_event() {
         )
         .await;
     assert!(missing.is_err());
+    // A retried call: a dead node of back first, then the live one.
+    let dead = micro_core::registry::Service::new(BACK).node(micro_core::registry::Node::new(
+        "test.back-dead",
+        support::refusing_address(),
+    ));
+    registry.register(&dead, Default::default()).await.unwrap();
+    let retried: Msg = caller
+        .call(
+            BACK,
+            PATH,
+            Request::new(msg("again"), CallOptions::new().selector(DeadFirst)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(retried.text, "back: again");
 
     // Stopping flushes the export.
     front.stop().await.unwrap();
@@ -193,14 +221,15 @@ async fn one_trace_across_client_servers_and_an_event() {
             && kind(s) == SpanKind::Client
             && for_service(s, BACK)
             && s.attr(semconv::MICRO_ATTEMPT).is_none()
+            && s.trace_id() == trace
     });
-    assert_eq!(inner.trace_id(), trace);
     assert_eq!(inner.parent_id(), front_server.span_id());
     let inner_attempt = one(&spans, "attempt to back", |s| {
         rpc(s)
             && kind(s) == SpanKind::Client
             && for_service(s, BACK)
             && s.attr(semconv::MICRO_ATTEMPT).is_some()
+            && s.trace_id() == trace
     });
     assert_eq!(inner_attempt.parent_id(), inner.span_id());
     let back_server = one(&spans, "back's server span", |s| {
@@ -265,6 +294,49 @@ async fn one_trace_across_client_servers_and_an_event() {
         client_status.code, 2,
         "a client span is in error on any non-OK: {client_status:?}"
     );
+
+    // The retried call: two attempts under one client span, the first on the dead
+    // node and failed, the second on the live one; the server saw only the second.
+    let retried = one(&spans, "retried call", |s| {
+        rpc(s) && kind(s) == SpanKind::Client && s.attr(semconv::MICRO_RETRIES).is_some()
+    });
+    assert_eq!(retried.attr(semconv::MICRO_RETRIES).as_deref(), Some("1"));
+    assert_eq!(retried.attr(semconv::STATUS_CODE).as_deref(), Some("OK"));
+    let mut attempts: Vec<&Received> = spans
+        .iter()
+        .filter(|s| s.parent_id() == retried.span_id())
+        .collect();
+    attempts.sort_by_key(|s| s.attr(semconv::MICRO_ATTEMPT));
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(
+        attempts[0].attr(semconv::MICRO_ATTEMPT).as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        attempts[0].attr(semconv::MICRO_NODE_ID).as_deref(),
+        Some("test.back-dead")
+    );
+    assert!(
+        attempts[0].attr(semconv::ERROR_TYPE).is_some(),
+        "{:?}",
+        attempts[0]
+    );
+    assert_ne!(
+        attempts[0].attr(semconv::STATUS_CODE).as_deref(),
+        Some("OK")
+    );
+    assert_eq!(
+        attempts[1].attr(semconv::MICRO_ATTEMPT).as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        attempts[1].attr(semconv::STATUS_CODE).as_deref(),
+        Some("OK")
+    );
+    let retried_server = one(&spans, "retried call's server span", |s| {
+        kind(s) == SpanKind::Server && s.trace_id() == retried.trace_id()
+    });
+    assert_eq!(retried_server.parent_id(), attempts[1].span_id());
 
     // Health checks and reflection make no spans.
     assert!(
