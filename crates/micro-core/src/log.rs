@@ -14,7 +14,7 @@
 //! With the `otel` feature and an OTLP endpoint (see [`crate::telemetry`]), the
 //! subscriber also has an OpenTelemetry layer, filtered on its own: `RUST_LOG=off`
 //! silences the log, not the traces. A program that installs its own subscriber adds
-//! that layer itself with [`Telemetry::layer`](crate::telemetry::Telemetry::layer).
+//! that layer itself with `Telemetry::layer` (see [`crate::telemetry`]).
 
 use tracing_subscriber::EnvFilter;
 

@@ -9,8 +9,8 @@
 //! `baggage` go out in every call's metadata and every message's headers, and come in
 //! as the parent of the server and consumer spans.
 //!
-//! Export ([`Telemetry`], feature `otel`) is on when `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
-//! or `OTEL_EXPORTER_OTLP_ENDPOINT` is set (or [`Service::telemetry`](crate::Service::telemetry)
+//! Export (`Telemetry`, feature `otel`) is on when `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
+//! or `OTEL_EXPORTER_OTLP_ENDPOINT` is set (or `Service::telemetry`
 //! names an endpoint): the default subscriber a service installs then has an
 //! OpenTelemetry layer beside its log. The service name is `OTEL_SERVICE_NAME`, else
 //! the registry name; the sampler is `OTEL_TRACES_SAMPLER` (default
