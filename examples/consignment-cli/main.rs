@@ -59,11 +59,13 @@ async fn run(path: &str) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    micro_examples::init_logging();
+    let logging = micro_examples::init_logging("consignment-cli");
     let path = std::env::args()
         .nth(1)
         .unwrap_or_else(|| DEFAULT_FILE.to_string());
-    match run(&path).await {
+    let result = run(&path).await;
+    logging.shutdown().await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("consignment-cli: {message}");

@@ -56,7 +56,9 @@ impl Shipping {
             .iter()
             .fold(CallOptions::new().timeout(ANNOUNCE_TIMEOUT), |o, (k, v)| {
                 o.metadata(k, v)
-            });
+            })
+            // In the call's trace, though published after the call returns.
+            .parent(ctx.span());
         tokio::spawn(async move {
             let id = consignment.id.clone();
             if let Err(e) = created.publish(Request::new(consignment, options)).await {
@@ -138,15 +140,17 @@ impl ShippingServiceHandler for Shipping {
 
 #[tokio::main]
 async fn main() -> Result<(), ServiceError> {
-    micro_examples::init_logging();
+    let logging = micro_examples::init_logging(NAME);
     let service = Service::new(NAME)?.version("latest");
     let handler = Shipping {
         vessels: VesselService::new("go.micro.srv.vessel", service.client()),
         created: service.publisher(CREATED),
         stored: Mutex::new(Vec::new()),
     };
-    service
+    let served = service
         .handle(shipping_service_handler(handler))?
         .run()
-        .await
+        .await;
+    logging.shutdown().await;
+    served
 }

@@ -65,7 +65,7 @@ impl VesselServiceHandler for Fleet {
 
 #[tokio::main]
 async fn main() -> Result<(), ServiceError> {
-    micro_examples::init_logging();
+    let logging = micro_examples::init_logging(NAME);
     let service = Service::new(NAME)?
         .version("latest")
         .handle(vessel_service_handler(Fleet::seeded()))?
@@ -82,5 +82,7 @@ async fn main() -> Result<(), ServiceError> {
                 Ok::<(), Error>(())
             },
         );
-    service.run().await
+    let served = service.run().await;
+    logging.shutdown().await;
+    served
 }

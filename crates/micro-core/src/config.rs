@@ -1,5 +1,7 @@
 //! A service's configuration, read from the environment once (go-micro's variable
-//! names) and overridden by builders. Nothing else in micro reads the environment.
+//! names) and overridden by builders. Nothing else in micro reads the environment
+//! but for the `OTEL_*` variables of the traces (feature `otel`), read by
+//! [`Telemetry::from_env`](crate::telemetry) and the OpenTelemetry SDK.
 //!
 //! | variable | what | default |
 //! |---|---|---|

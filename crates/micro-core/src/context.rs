@@ -84,6 +84,7 @@ pub struct Context {
     deadline: Option<Instant>,
     remote: Option<std::sync::Arc<str>>,
     cancelled: CancellationToken,
+    span: Option<tracing::Span>,
 }
 
 impl Context {
@@ -103,7 +104,23 @@ impl Context {
             deadline,
             remote,
             cancelled,
+            span: None,
         }
+    }
+
+    /// The same context, in `span` (the call's server span or the message's consumer
+    /// span).
+    pub(crate) fn with_span(mut self, span: tracing::Span) -> Self {
+        self.span = Some(span);
+        self
+    }
+
+    /// The span of the call being handled (micro's server span, or the `process`
+    /// span of a message); [`Span::none`](tracing::Span::none) for a context made
+    /// with [`Context::new`]. Calls made with [`Context::call_options`] are its
+    /// children.
+    pub fn span(&self) -> tracing::Span {
+        self.span.clone().unwrap_or_else(tracing::Span::none)
     }
 
     /// Resolves when the call is abandoned: the caller cancelled it or went away, or
@@ -144,6 +161,7 @@ impl Context {
         CallOptions {
             deadline: self.deadline,
             metadata: self.metadata.clone(),
+            parent: self.span.clone(),
             ..CallOptions::default()
         }
     }
@@ -168,6 +186,7 @@ pub struct CallOptions {
     pub(crate) content_type: ContentType,
     pub(crate) selector: Option<std::sync::Arc<dyn crate::selector::Selector>>,
     pub(crate) node: Option<String>,
+    pub(crate) parent: Option<tracing::Span>,
 }
 
 /// The encoding of a call's messages.
@@ -185,6 +204,14 @@ impl CallOptions {
     /// The client's defaults.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The span the call's client span is a child of (default: the current span;
+    /// [`Context::call_options`] sets the handler's).
+    #[must_use]
+    pub fn parent(mut self, span: tracing::Span) -> Self {
+        self.parent = Some(span);
+        self
     }
 
     /// How long this call may take in all, retries included.

@@ -20,7 +20,9 @@ use crate::broker::{
     HandlerFuture, PublishOptions,
 };
 use crate::codec::{DEFAULT_MAX_MESSAGE_SIZE, Message};
+use crate::telemetry::{self, TARGET};
 use crate::{ContentType, Context, Error, IntoRequest, Metadata, Request};
+use tracing::Instrument;
 
 const PROTOBUF: &str = "application/protobuf";
 const JSON: &str = "application/json";
@@ -102,7 +104,10 @@ impl<M: Message> Publisher<M> {
             .collect();
         header.insert(HEADER_CONTENT_TYPE.into(), content_type.into());
         header.insert(HEADER_TOPIC.into(), self.topic.clone());
-        header.insert(HEADER_ID.into(), crate::id::random_uuid());
+        let id = crate::id::random_uuid();
+        header.insert(HEADER_ID.into(), id.clone());
+        let span = send_span(&options, &self.topic, &id);
+        telemetry::inject_map(&span, &mut header);
         let size = body.len()
             + self.topic.len()
             + header
@@ -128,10 +133,70 @@ impl<M: Message> Publisher<M> {
             let options = publish_options.clone();
             self.broker.publish(&self.topic, message, options).await
         };
-        crate::broker::within(&publish_options, self.broker.name(), &self.topic, publish)
-            .await
-            .map_err(broker_error)
+        let result =
+            crate::broker::within(&publish_options, self.broker.name(), &self.topic, publish)
+                .instrument(span.clone())
+                .await
+                .map_err(broker_error);
+        if let Err(e) = &result {
+            span.record(
+                crate::telemetry::semconv::ERROR_TYPE,
+                crate::telemetry::semconv::code_name(e.grpc_code()),
+            );
+            span.record("otel.status_code", "error");
+        }
+        result
     }
+}
+
+/// The producer span of one publish on `topic`: a child of the options' parent,
+/// else of the current span.
+fn send_span(options: &crate::CallOptions, topic: &str, id: &str) -> tracing::Span {
+    macro_rules! span {
+        ($($parent:tt)*) => {
+            tracing::info_span!(
+                target: TARGET,
+                $($parent)*
+                "send",
+                otel.name = format_args!("send {topic}"),
+                otel.kind = "producer",
+                otel.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                messaging.system = "micro",
+                messaging.operation.type = "send",
+                messaging.destination.name = topic,
+                messaging.message.id = id,
+            )
+        };
+    }
+    match &options.parent {
+        Some(parent) => span!(parent: parent,),
+        None => span!(),
+    }
+}
+
+/// The consumer span of one delivery on `topic`: a child of the publisher's span
+/// when the message's headers carry its trace context.
+fn process_span(topic: &str, header: &std::collections::HashMap<String, String>) -> tracing::Span {
+    let id = header
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(HEADER_ID))
+        .map(|(_, v)| v.as_str());
+    let span = tracing::info_span!(
+        target: TARGET,
+        parent: None,
+        "process",
+        otel.name = format_args!("process {topic}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        messaging.system = "micro",
+        messaging.operation.type = "process",
+        messaging.destination.name = topic,
+        messaging.message.id = id,
+    );
+    telemetry::set_parent_from_message(&span, header);
+    span
 }
 
 fn broker_error(e: BrokerError) -> Error {
@@ -170,10 +235,18 @@ where
                 ))
             })?;
             let metadata: Metadata = header.iter().collect();
-            let ctx = Context::from_parts(metadata, None, None, Default::default());
-            handler(ctx, message)
-                .await
-                .map_err(|e| BrokerError::Handler(e.to_string()))
+            let span = process_span(&event.topic, header);
+            let ctx = Context::from_parts(metadata, None, None, Default::default())
+                .with_span(span.clone());
+            let result = handler(ctx, message).instrument(span.clone()).await;
+            if let Err(e) = &result {
+                span.record(
+                    crate::telemetry::semconv::ERROR_TYPE,
+                    crate::telemetry::semconv::code_name(e.grpc_code()),
+                );
+                span.record("otel.status_code", "error");
+            }
+            result.map_err(|e| BrokerError::Handler(e.to_string()))
         })
     })
 }

@@ -79,6 +79,13 @@
 //! |---|---|---|
 //! | `tls` | no | `transport::TlsTransport`: TLS and mutual TLS with rustls |
 //! | `nats` | no | `broker::NatsBroker`: events through NATS, as go-micro lays them out |
+//! | `otel` | no | `telemetry::Telemetry`: W3C trace context propagation and OTLP/gRPC trace export |
+//!
+//! Every call, attempt, handled call, publish and delivery is a `tracing` span
+//! (always, with no extra dependency), named and attributed by the OpenTelemetry
+//! semantic conventions v1.40.0 ([`telemetry::semconv`]). With `otel` and
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set, they are exported and one trace follows a
+//! request across services and events (see [`telemetry`]).
 //!
 //! Environment, as go-micro reads it, once, into a [`Config`]: `MICRO_REGISTRY`,
 //! `MICRO_REGISTRY_ADDRESS`, `MICRO_SERVER_ADDRESS` (`:50051`), `MICRO_SERVER_ADVERTISE`,
@@ -282,6 +289,7 @@ pub mod server;
 mod service;
 mod service_error;
 pub mod stream;
+pub mod telemetry;
 mod unavailable;
 
 pub use client::{Client, ClientBuilder};
@@ -310,6 +318,8 @@ pub use tonic;
 /// micro logs through `tracing`; a service's own logs need no other dependency:
 /// `micro_core::tracing::info!(..)`.
 pub use tracing;
+/// The subscriber micro installs by default, for programs that build their own.
+pub use tracing_subscriber;
 
 /// Includes the code `micro-codegen` generated for every package, nested in modules
 /// as the packages are (`go.micro.srv.vessel` becomes `go::micro::srv::vessel`):

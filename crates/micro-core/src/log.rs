@@ -10,6 +10,11 @@
 //! (`tracing_subscriber::EnvFilter` directives, `info,micro_core=debug`), else go-micro's
 //! `MICRO_LOG_LEVEL` (`trace`, `debug`, `info`, `warn`, `error`, `fatal`), else `info`.
 //! `RUST_LOG=off` silences it.
+//!
+//! With the `otel` feature and an OTLP endpoint (see [`crate::telemetry`]), the
+//! subscriber also has an OpenTelemetry layer, filtered on its own: `RUST_LOG=off`
+//! silences the log, not the traces. A program that installs its own subscriber adds
+//! that layer itself with `Telemetry::layer` (see [`crate::telemetry`]).
 
 use tracing_subscriber::EnvFilter;
 
@@ -36,21 +41,68 @@ pub(crate) fn parse_filter(directives: &str) -> Result<EnvFilter, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The log's filter: `directives` (else [`DEFAULT_FILTER`]), without micro's call
+/// spans unless the directives name their target (`micro_core::rpc=info`): the log
+/// says what happens, the spans are for traces (and cost nothing when off).
+fn log_filter(directives: Option<&str>) -> EnvFilter {
+    let directives = directives.unwrap_or(DEFAULT_FILTER);
+    // The configuration checked the directives when it read them.
+    let filter = parse_filter(directives).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    if directives.contains(crate::telemetry::TARGET) {
+        return filter;
+    }
+    match format!("{}=off", crate::telemetry::TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
+}
+
 /// Installs the plain subscriber with `directives` (else [`DEFAULT_FILTER`]) unless
 /// one is installed already. Returns whether this call installed it.
 pub(crate) fn install_default(directives: Option<&str>) -> bool {
     if tracing::dispatcher::has_been_set() {
         return false;
     }
-    // The configuration checked the directives when it read them.
-    let filter = parse_filter(directives.unwrap_or(DEFAULT_FILTER))
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter = log_filter(directives);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .try_init()
         .is_ok()
+}
+
+/// Installs the plain subscriber as [`install_default`] does, with `telemetry`'s
+/// OpenTelemetry layer beside the log when it exports. Returns the guard that
+/// flushes the export, when this call installed a subscriber that exports.
+#[cfg(feature = "otel")]
+pub(crate) fn install_default_with(
+    directives: Option<&str>,
+    telemetry: crate::telemetry::Telemetry,
+) -> Option<crate::telemetry::TelemetryGuard> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    if tracing::dispatcher::has_been_set() {
+        return None;
+    }
+    if !telemetry.is_enabled() {
+        install_default(directives);
+        return None;
+    }
+    let filter = log_filter(directives);
+    let (otel, guard) = telemetry.layer();
+    let log = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    tracing_subscriber::registry()
+        .with(log)
+        .with(otel)
+        .try_init()
+        .ok()
+        .map(|()| guard)
 }
 
 #[cfg(test)]
@@ -63,6 +115,15 @@ mod tests {
         assert_eq!(level_directive(" Debug "), Some("debug"));
         assert_eq!(level_directive("warning"), Some("warn"));
         assert_eq!(level_directive("loud"), None);
+    }
+
+    #[test]
+    fn the_log_leaves_call_spans_out_unless_asked() {
+        let default = log_filter(None).to_string();
+        assert!(default.contains("micro_core::rpc=off"), "{default}");
+        let asked = log_filter(Some("info,micro_core::rpc=debug")).to_string();
+        assert!(!asked.contains("micro_core::rpc=off"), "{asked}");
+        assert!(asked.contains("micro_core::rpc=debug"), "{asked}");
     }
 
     #[test]

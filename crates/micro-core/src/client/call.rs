@@ -6,12 +6,88 @@ use std::time::Duration;
 
 use micro_transport::{Codec, TonicCodec};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::Client;
 use super::error::{client_error, is_connection_failure};
 use super::pool::ContentSubtype;
 use crate::stream::Receiver;
+use crate::telemetry::{self, TARGET, semconv};
 use crate::{CallOptions, Error, grpc_timeout};
+
+/// The client span of one call to `service` at `path`: a child of the options'
+/// parent, else of the current span.
+fn call_span(options: &CallOptions, service: &str, path: &'static str) -> tracing::Span {
+    let method = path.strip_prefix('/').unwrap_or(path);
+    macro_rules! span {
+        ($($parent:tt)*) => {
+            tracing::info_span!(
+                target: TARGET,
+                $($parent)*
+                "call",
+                otel.name = method,
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                rpc.system.name = "grpc",
+                rpc.method = method,
+                rpc.response.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                micro.service = service,
+                micro.retries = tracing::field::Empty,
+            )
+        };
+    }
+    match &options.parent {
+        Some(parent) => span!(parent: parent,),
+        None => span!(),
+    }
+}
+
+/// The span of one attempt of a call, on `node`.
+fn attempt_span(
+    call: &tracing::Span,
+    service: &str,
+    path: &'static str,
+    node: &micro_registry::Node,
+    attempt: usize,
+) -> tracing::Span {
+    let method = path.strip_prefix('/').unwrap_or(path);
+    let (host, port) = match node.address.rsplit_once(':') {
+        Some((host, port)) => (
+            host.trim_start_matches('[').trim_end_matches(']'),
+            port.parse::<u16>().ok(),
+        ),
+        None => (node.address.as_str(), None),
+    };
+    tracing::info_span!(
+        target: TARGET,
+        parent: call,
+        "attempt",
+        otel.name = method,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        rpc.system.name = "grpc",
+        rpc.method = method,
+        rpc.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        micro.service = service,
+        micro.node.id = %node.id,
+        micro.attempt = attempt,
+        server.address = host,
+        server.port = port,
+    )
+}
+
+/// Records how a call or attempt ended on its client span: any code but OK is an
+/// error.
+fn record_status(span: &tracing::Span, code: tonic::Code) {
+    let name = semconv::code_name(code);
+    span.record(semconv::STATUS_CODE, name);
+    if code != tonic::Code::Ok {
+        span.record(semconv::ERROR_TYPE, name);
+        span.record("otel.status_code", "error");
+    }
+}
 
 /// The request side of a stream: one message, or a stream of them.
 pub(super) enum Requests<Req, S> {
@@ -45,9 +121,38 @@ fn name_codec<C: Codec<Req>, Req>(codec: &C, extensions: &mut http::Extensions) 
 }
 
 impl Client {
-    /// A unary call with codec `C`: retried on other nodes within one deadline.
+    /// A unary call with codec `C`: retried on other nodes within one deadline, in
+    /// a client span.
     pub(super) async fn unary<C, Req, Resp>(
         &self,
+        service: &str,
+        path: &'static str,
+        request: Req,
+        options: CallOptions,
+    ) -> Result<Resp, Error>
+    where
+        C: Codec<Req> + Codec<Resp> + Default,
+        Req: Send + Sync + 'static,
+        Resp: Send + Sync + 'static,
+    {
+        let span = call_span(&options, service, path);
+        let result = self
+            .unary_in::<C, Req, Resp>(&span, service, path, request, options)
+            .instrument(span.clone())
+            .await;
+        record_status(
+            &span,
+            result
+                .as_ref()
+                .map_or_else(Error::grpc_code, |_| tonic::Code::Ok),
+        );
+        result
+    }
+
+    /// The attempts of a unary call, each in a child span of `span`.
+    async fn unary_in<C, Req, Resp>(
+        &self,
+        span: &tracing::Span,
         service: &str,
         path: &'static str,
         request: Req,
@@ -118,17 +223,32 @@ impl Client {
                 Ok(node) => node,
                 Err(e) => return Err(last_error.unwrap_or(e)),
             };
+            if n > 0 {
+                span.record(semconv::MICRO_RETRIES, n);
+            }
+            let attempt = attempt_span(span, service, path, node, n + 1);
             let outcome = tokio::time::timeout_at(
                 deadline,
                 self.attempt::<C, Req, Resp>(
+                    &attempt,
                     &node.address,
                     path,
                     Arc::clone(&request),
                     &options,
                     deadline.saturating_duration_since(now),
-                ),
+                )
+                .instrument(attempt.clone()),
             )
             .await;
+            record_status(
+                &attempt,
+                match &outcome {
+                    Err(_) => tonic::Code::DeadlineExceeded,
+                    Ok(Ok(_)) => tonic::Code::Ok,
+                    Ok(Err(status)) => status.code(),
+                },
+            );
+            drop(attempt);
             let status = match outcome {
                 Err(_) => return Err(timed_out()),
                 Ok(Ok(response)) => {
@@ -177,9 +297,10 @@ impl Client {
         Err(last_error.unwrap_or_else(timed_out))
     }
 
-    /// One attempt on one node with codec `C`.
+    /// One attempt on one node with codec `C`, carrying `span`'s trace context.
     async fn attempt<C, Req, Resp>(
         &self,
+        span: &tracing::Span,
         address: &str,
         path: &'static str,
         request: Arc<Req>,
@@ -194,6 +315,7 @@ impl Client {
         let connection = self.connection(address)?;
         let mut request = tonic::Request::new(request);
         add_metadata(options, request.metadata_mut());
+        telemetry::inject_metadata(span, request.metadata_mut());
         let codec = C::default();
         name_codec::<C, Req>(&codec, request.extensions_mut());
         let codec: SharedRequestCodec<C, Req, Resp> =
@@ -214,9 +336,38 @@ impl Client {
     }
 
     /// Opens a stream to one node with codec `C`: requests out, a receiver of
-    /// responses back. Streams are not retried.
+    /// responses back. Streams are not retried. Its client span covers the opening.
     pub(super) async fn stream<C, Req, Resp, S>(
         &self,
+        service: &str,
+        path: &'static str,
+        requests: Requests<Req, S>,
+        options: CallOptions,
+    ) -> Result<Receiver<Resp>, Error>
+    where
+        C: Codec<Req> + Codec<Resp> + Default,
+        Req: Send + Sync + 'static,
+        Resp: Send + Sync + 'static,
+        S: futures_util::Stream<Item = Req> + Send + 'static,
+    {
+        let span = call_span(&options, service, path);
+        let result = self
+            .stream_in::<C, Req, Resp, S>(&span, service, path, requests, options)
+            .instrument(span.clone())
+            .await;
+        record_status(
+            &span,
+            result
+                .as_ref()
+                .map_or_else(Error::grpc_code, |_| tonic::Code::Ok),
+        );
+        result
+    }
+
+    /// Opens a stream, carrying `span`'s trace context.
+    async fn stream_in<C, Req, Resp, S>(
+        &self,
+        span: &tracing::Span,
         service: &str,
         path: &'static str,
         requests: Requests<Req, S>,
@@ -262,6 +413,7 @@ impl Client {
         let prepare = |metadata: &mut tonic::metadata::MetadataMap,
                        extensions: &mut http::Extensions| {
             add_metadata(&options, metadata);
+            telemetry::inject_metadata(span, metadata);
             name_codec::<C, Req>(&codec, extensions);
             if let Some(at) = deadline {
                 let left = at.saturating_duration_since(Instant::now());

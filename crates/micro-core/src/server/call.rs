@@ -397,11 +397,15 @@ where
     // Past the deadline this cancels the context; the stream's own guard cancels it
     // when the caller goes away.
     let guard = cancelled.clone().drop_guard();
-    tokio::spawn(async move {
-        if let Err(e) = within_deadline(deadline, guard, work).await {
-            let _ = tx.send(Err(tonic::Status::from(e))).await;
-        }
-    });
+    // In the call's span, as the handler would be were it not on its own task.
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            if let Err(e) = within_deadline(deadline, guard, work).await {
+                let _ = tx.send(Err(tonic::Status::from(e))).await;
+            }
+        },
+        ctx.span(),
+    ));
     std::future::ready(Ok(tonic::Response::new(ResponseStream {
         inner: tokio_stream::wrappers::ReceiverStream::new(rx),
         _cancel_on_drop: cancelled.drop_guard(),
@@ -461,12 +465,14 @@ fn context_of<T>(
         .and_then(|v| v.to_str().ok())
         .and_then(grpc_timeout::parse)
         .and_then(|d| Instant::now().checked_add(d));
+    // The server span, entered while the call is dispatched and polled.
     Context::from_parts(
         Metadata::from_headers(&headers),
         deadline,
         remote,
         cancelled,
     )
+    .with_span(tracing::Span::current())
 }
 
 /// The peer address of a connection, in a request's extensions while it passes

@@ -49,6 +49,7 @@
 
 mod call;
 mod handler;
+mod observe;
 mod router;
 mod serve;
 

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
 use super::call::{self, Body, RemoteAddr};
+use super::observe::Observed;
 use super::router::Stack;
 use crate::ServiceError;
 
@@ -68,6 +69,8 @@ pub(crate) struct Control {
     /// told to go away (GOAWAY) and calls in flight may finish until the deadline;
     /// then the connections left are closed. A dropped sender closes at once.
     pub(crate) close: oneshot::Receiver<Instant>,
+    /// The registry name served, for the calls' spans (`micro.service`).
+    pub(crate) served: Option<Arc<str>>,
 }
 
 /// Counts the calls open on one connection, for its idle timeout.
@@ -146,10 +149,12 @@ impl Drop for CallGuard {
     }
 }
 
-/// A response body that keeps its call open until it is sent or dropped.
+/// A response body that keeps its call open until it is sent or dropped, and
+/// records the status its trailers carry on the call's span.
 struct Tracked {
     inner: Body,
-    _call: CallGuard,
+    _call: Option<CallGuard>,
+    observed: Option<Observed>,
 }
 
 impl http_body::Body for Tracked {
@@ -160,7 +165,19 @@ impl http_body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(observed) = self.observed.as_mut() {
+            match &frame {
+                Some(Ok(frame)) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        observed.status_in(trailers);
+                    }
+                }
+                Some(Err(status)) => observed.record(status.code()),
+                None => {}
+            }
+        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -181,12 +198,15 @@ struct Connection {
     remote: Arc<str>,
     refuse: CancellationToken,
     activity: Option<Arc<Activity>>,
+    served: Option<Arc<str>>,
 }
 
-/// The response to one call, with the guard that keeps the call open.
+/// The response to one call, with the guard that keeps the call open and the call's
+/// span, entered while polled.
 struct Respond {
     inner: ResponseInner,
     call: Option<CallGuard>,
+    observed: Option<Observed>,
 }
 
 enum ResponseInner {
@@ -199,7 +219,9 @@ impl Future for Respond {
     type Output = Result<http::Response<Body>, std::convert::Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let response = match &mut self.inner {
+        let this = &mut *self;
+        let entered = this.observed.as_ref().map(|o| o.span().enter());
+        let response = match &mut this.inner {
             ResponseInner::Plain(future) => ready!(future.as_mut().poll(cx)),
             ResponseInner::Layered(future) => ready!(future.as_mut().poll(cx)),
             ResponseInner::Ready(response) => match response.take() {
@@ -207,9 +229,26 @@ impl Future for Respond {
                 None => tonic::Status::internal("response polled twice").into_http(),
             },
         };
-        Poll::Ready(Ok(match self.call.take() {
-            Some(call) => response.map(|inner| Body::new(Tracked { inner, _call: call })),
-            None => response,
+        drop(entered);
+        let mut observed = this.observed.take();
+        // Trailers-only (an error, or a refusal): the status is in the head.
+        if observed
+            .as_mut()
+            .is_some_and(|o| o.status_in(response.headers()))
+        {
+            observed = None;
+        }
+        let call = this.call.take();
+        Poll::Ready(Ok(if call.is_some() || observed.is_some() {
+            response.map(|inner| {
+                Body::new(Tracked {
+                    inner,
+                    _call: call,
+                    observed,
+                })
+            })
+        } else {
+            response
         }))
     }
 }
@@ -225,14 +264,18 @@ impl Service<http::Request<hyper::body::Incoming>> for Connection {
 
     fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let call = self.activity.as_ref().map(CallGuard::new);
+        let observed = Observed::start(&request, &self.remote, self.served.as_deref());
         if self.refuse.is_cancelled() && !request.uri().path().starts_with(HEALTH_PREFIX) {
             // Callers retry UNAVAILABLE on another node.
             let refused = tonic::Status::unavailable("server is shutting down").into_http();
             return Respond {
                 inner: ResponseInner::Ready(Some(refused)),
                 call,
+                observed,
             };
         }
+        // The handler's context is made during dispatch: in the call's span.
+        let entered = observed.as_ref().map(|o| o.span().enter());
         let mut request = request.map(Body::new);
         let inner = match &self.inner {
             Stack::Plain(router) => {
@@ -257,7 +300,12 @@ impl Service<http::Request<hyper::body::Incoming>> for Connection {
                 )
             }
         };
-        Respond { inner, call }
+        drop(entered);
+        Respond {
+            inner,
+            call,
+            observed,
+        }
     }
 }
 
@@ -380,6 +428,7 @@ pub(crate) async fn serve(
         Control {
             refuse: refuse.clone(),
             close: closed,
+            served: None,
         },
     );
     tokio::pin!(serving, shutdown);
@@ -411,7 +460,11 @@ pub(crate) async fn serve_with(
     let mut refused = Refused::default();
     let drain = CancellationToken::new();
     let mut connections = JoinSet::new();
-    let Control { refuse, close } = control;
+    let Control {
+        refuse,
+        close,
+        served,
+    } = control;
     tokio::pin!(close);
     let deadline = loop {
         tokio::select! {
@@ -445,6 +498,7 @@ pub(crate) async fn serve_with(
                         options,
                         refuse: refuse.clone(),
                         drain: drain.clone(),
+                        served: served.clone(),
                     },
                     guard,
                 ));
@@ -476,6 +530,7 @@ struct Shared {
     options: ConnectionOptions,
     refuse: CancellationToken,
     drain: CancellationToken,
+    served: Option<Arc<str>>,
 }
 
 /// Serves one connection: drops it if the HTTP/2 preface does not come within the
@@ -488,6 +543,7 @@ async fn connection(io: BoxedIo, remote: Arc<str>, shared: Shared, _open: Open) 
         options,
         refuse,
         drain,
+        served,
     } = shared;
     let (preface_tx, preface_rx) = oneshot::channel();
     let io = Io {
@@ -501,6 +557,7 @@ async fn connection(io: BoxedIo, remote: Arc<str>, shared: Shared, _open: Open) 
         remote: Arc::clone(&remote),
         refuse,
         activity: activity.clone(),
+        served,
     };
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(conn);

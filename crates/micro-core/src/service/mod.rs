@@ -69,6 +69,10 @@ pub struct Service {
     server: Server,
     client: OnceLock<Client>,
     client_options: Option<ClientOptions>,
+    /// Where traces go when micro installs the default subscriber (else the
+    /// environment's `OTEL_*`).
+    #[cfg(feature = "otel")]
+    telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 impl Service {
@@ -93,7 +97,30 @@ impl Service {
             server: Server::new(),
             client: OnceLock::new(),
             client_options: None,
+            #[cfg(feature = "otel")]
+            telemetry: None,
         }
+    }
+
+    /// Exports traces as `telemetry` says instead of as the environment does
+    /// (`OTEL_EXPORTER_OTLP_ENDPOINT`, see [`crate::telemetry`]). It applies when the
+    /// service installs the default subscriber (the program set none); the export
+    /// is flushed at the end of [`Service::run`].
+    #[cfg(feature = "otel")]
+    #[must_use]
+    pub fn telemetry(mut self, telemetry: crate::telemetry::Telemetry) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// Exports traces over OTLP/gRPC to `url` (`http://localhost:4317`): shorthand for
+    /// [`Service::telemetry`] with [`Telemetry::from_env`](crate::telemetry::Telemetry::from_env)
+    /// and that endpoint.
+    #[cfg(feature = "otel")]
+    #[must_use]
+    pub fn otlp_endpoint(self, url: impl Into<String>) -> Self {
+        let telemetry = crate::telemetry::Telemetry::from_env().endpoint(url);
+        self.telemetry(telemetry)
     }
 
     /// Sets the version (default `latest`).

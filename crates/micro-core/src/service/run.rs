@@ -15,6 +15,12 @@ use super::{PendingSubscription, Service};
 use crate::broker::{Broker, Subscriber};
 use crate::{ServiceError, addr};
 
+/// The least and the most time the trace export gets at shutdown.
+#[cfg(feature = "otel")]
+const TRACE_FLUSH_FLOOR: Duration = Duration::from_millis(500);
+#[cfg(feature = "otel")]
+const TRACE_FLUSH_CEILING: Duration = Duration::from_secs(2);
+
 /// The least time the registry and the broker each get at shutdown, even when the
 /// grace period is shorter (or spent).
 const STEP_FLOOR: Duration = Duration::from_millis(250);
@@ -80,6 +86,15 @@ impl Service {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServiceError> {
         self.config.check()?;
+        #[cfg(feature = "otel")]
+        let telemetry = crate::log::install_default_with(
+            self.config.log_filter.as_deref(),
+            self.telemetry
+                .take()
+                .unwrap_or_else(crate::telemetry::Telemetry::from_env)
+                .default_service_name(&self.name),
+        );
+        #[cfg(not(feature = "otel"))]
         crate::log::install_default(self.config.log_filter.as_deref());
         let registry = self.resolve_registry().map_err(ServiceError::Registry)?;
         let broker = self.event_broker();
@@ -129,6 +144,7 @@ impl Service {
             crate::server::Control {
                 refuse: refuse.clone(),
                 close: closed,
+                served: Some(Arc::from(self.name.as_str())),
             },
         ));
         let stopping = Stopping {
@@ -139,6 +155,8 @@ impl Service {
             refuse,
             close,
             ttl: self.config.register_ttl,
+            #[cfg(feature = "otel")]
+            telemetry,
         };
 
         tokio::pin!(shutdown);
@@ -248,6 +266,9 @@ struct Stopping {
     refuse: CancellationToken,
     close: oneshot::Sender<Instant>,
     ttl: Duration,
+    /// The trace export of the subscriber the service installed, flushed last.
+    #[cfg(feature = "otel")]
+    telemetry: Option<crate::telemetry::TelemetryGuard>,
 }
 
 impl Stopping {
@@ -290,6 +311,15 @@ impl Stopping {
             ),
         }
         tracing::info!(node, took = ?began.elapsed(), "stopped");
+        #[cfg(feature = "otel")]
+        if let Some(telemetry) = self.telemetry {
+            // What is left of the grace period, within bounds: spans are not lost
+            // to a short grace, nor does a dead collector hold the exit for long.
+            let left = end.saturating_duration_since(Instant::now());
+            telemetry
+                .shutdown(left.clamp(TRACE_FLUSH_FLOOR, TRACE_FLUSH_CEILING))
+                .await;
+        }
         served
     }
 

@@ -1,0 +1,217 @@
+//! The worked example's trace: vessel, consignment and the CLI as real processes
+//! exporting over OTLP/gRPC (`OTEL_EXPORTER_OTLP_ENDPOINT`) to a receiver in this
+//! test. Booking one consignment must make one trace across the three processes and
+//! the `consignment.created` event's delivery.
+//!
+//! Run inside a private network namespace (`make test` does); every process is told
+//! `MICRO_MDNS_INTERFACES=loopback`.
+#![cfg(feature = "otel")]
+// Panicking is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../crates/micro-core/tests/support/otlp.rs"]
+mod otlp;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use micro_core::registry::{MdnsRegistry, Registry};
+use micro_core::telemetry::semconv;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use otlp::Received;
+
+const CONSIGNMENT: &str = "go.micro.srv.consignment";
+const VESSEL: &str = "go.micro.srv.vessel";
+const TOPIC: &str = "consignment.created";
+
+/// Where cargo put the example binaries: next to this test's `deps` directory.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory")
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the examples first (cargo build --examples)",
+        path.display()
+    );
+    path
+}
+
+/// A child process, stopped with SIGTERM (so it flushes its spans) by `stop`, killed
+/// when dropped still running.
+struct Running(Child);
+
+impl Running {
+    fn start(name: &str, endpoint: &str) -> Self {
+        let child = Command::new(example(name))
+            .env("MICRO_MDNS_INTERFACES", "loopback")
+            .env("RUST_LOG", "warn")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .env_remove("OTEL_SERVICE_NAME")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self(child)
+    }
+
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.0.try_wait(), Ok(None)) {
+            assert!(Instant::now() < deadline, "did not stop within 10s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+async fn wait_for(registry: &MdnsRegistry, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registry.get_service(name).await.is_err() {
+        assert!(Instant::now() < deadline, "{name} never registered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn kind(span: &Received) -> SpanKind {
+    SpanKind::try_from(span.span.kind).unwrap_or(SpanKind::Unspecified)
+}
+
+fn one<'a>(spans: &'a [Received], what: &str, pick: impl Fn(&Received) -> bool) -> &'a Received {
+    let found: Vec<&Received> = spans.iter().filter(|s| pick(s)).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {what} span, got {}: {:#?}",
+        found.len(),
+        spans
+            .iter()
+            .map(|s| (&s.service, s.name(), s.span.kind, s.trace_id()))
+            .collect::<Vec<_>>()
+    );
+    found[0]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_trace_across_cli_consignment_vessel_and_the_event() {
+    let (endpoint, received) = otlp::start().await;
+    let registry = MdnsRegistry::builder()
+        .loopback_only()
+        .build()
+        .expect("mdns registry");
+    let vessel = Running::start("vessel", &endpoint);
+    let consignment = Running::start("consignment", &endpoint);
+    wait_for(&registry, VESSEL).await;
+    wait_for(&registry, CONSIGNMENT).await;
+
+    let out = Command::new(example("consignment-cli"))
+        .env("MICRO_MDNS_INTERFACES", "loopback")
+        .env("RUST_LOG", "warn")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env_remove("OTEL_SERVICE_NAME")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running consignment-cli");
+    assert!(
+        out.status.success(),
+        "cli failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The event is delivered after the call returns: wait for its span, then stop
+    // the services (which flushes what they buffered).
+    let process_name = format!("process {TOPIC}");
+    received
+        .wait_for(Duration::from_secs(10), |spans| {
+            spans.iter().any(|s| s.name() == process_name)
+        })
+        .await;
+    consignment.stop();
+    vessel.stop();
+    let spans = received
+        .wait_for(Duration::from_secs(10), |spans| {
+            spans
+                .iter()
+                .any(|s| s.service == VESSEL && kind(s) == SpanKind::Server)
+                && spans.iter().any(|s| s.name() == process_name)
+        })
+        .await;
+
+    let is_attempt = |s: &Received| s.attr(semconv::MICRO_ATTEMPT).is_some();
+    let creates = |s: &Received| {
+        s.attr(semconv::RPC_METHOD)
+            .is_some_and(|m| m.ends_with("/CreateConsignment"))
+    };
+
+    let cli_call = one(&spans, "cli's CreateConsignment call", |s| {
+        s.service == "consignment-cli"
+            && kind(s) == SpanKind::Client
+            && creates(s)
+            && !is_attempt(s)
+    });
+    let trace = cli_call.trace_id();
+    assert_eq!(
+        cli_call.attr(semconv::MICRO_SERVICE).as_deref(),
+        Some(CONSIGNMENT)
+    );
+    assert_eq!(cli_call.attr(semconv::STATUS_CODE).as_deref(), Some("OK"));
+    let cli_attempt = one(&spans, "cli's attempt", |s| {
+        s.service == "consignment-cli" && creates(s) && is_attempt(s)
+    });
+    assert_eq!(cli_attempt.parent_id(), cli_call.span_id());
+
+    let served = one(&spans, "consignment's server span", |s| {
+        s.service == CONSIGNMENT && kind(s) == SpanKind::Server && creates(s)
+    });
+    assert_eq!(served.trace_id(), trace, "one trace across processes");
+    assert_eq!(served.parent_id(), cli_attempt.span_id());
+
+    let to_vessel = one(&spans, "consignment's call to vessel", |s| {
+        s.service == CONSIGNMENT
+            && kind(s) == SpanKind::Client
+            && !is_attempt(s)
+            && s.attr(semconv::MICRO_SERVICE).as_deref() == Some(VESSEL)
+    });
+    assert_eq!(to_vessel.trace_id(), trace);
+    assert_eq!(to_vessel.parent_id(), served.span_id());
+    let vessel_attempt = one(&spans, "consignment's attempt to vessel", |s| {
+        s.service == CONSIGNMENT
+            && is_attempt(s)
+            && s.attr(semconv::MICRO_SERVICE).as_deref() == Some(VESSEL)
+    });
+    assert_eq!(vessel_attempt.parent_id(), to_vessel.span_id());
+    let vessel_served = one(&spans, "vessel's server span", |s| {
+        s.service == VESSEL
+            && kind(s) == SpanKind::Server
+            && s.attr(semconv::RPC_METHOD)
+                .is_some_and(|m| m.ends_with("/FindAvailable"))
+    });
+    assert_eq!(vessel_served.trace_id(), trace);
+    assert_eq!(vessel_served.parent_id(), vessel_attempt.span_id());
+
+    let send = one(&spans, "send", |s| s.name() == format!("send {TOPIC}"));
+    assert_eq!(send.service, CONSIGNMENT);
+    assert_eq!(send.trace_id(), trace);
+    assert_eq!(send.parent_id(), served.span_id());
+    let process = one(&spans, "process", |s| s.name() == process_name);
+    assert_eq!(process.service, VESSEL);
+    assert_eq!(process.trace_id(), trace);
+    assert_eq!(process.parent_id(), send.span_id());
+}
