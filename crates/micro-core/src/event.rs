@@ -128,9 +128,10 @@ impl<M: Message> Publisher<M> {
             let options = publish_options.clone();
             self.broker.publish(&self.topic, message, options).await
         };
-        crate::broker::within(&publish_options, self.broker.name(), &self.topic, publish)
-            .await
-            .map_err(broker_error)
+        let published =
+            crate::broker::within(&publish_options, self.broker.name(), &self.topic, publish).await;
+        crate::observe::published(self.broker.name(), &self.topic, published.is_ok());
+        published.map_err(broker_error)
     }
 }
 
@@ -164,6 +165,7 @@ where
                 M::decode(event.message.body.as_slice()).map_err(|e| e.to_string())
             };
             let message = decoded.map_err(|e| {
+                crate::observe::delivered(&event.topic, false);
                 BrokerError::Handler(format!(
                     "message on {} is not a valid {content_type} message: {e}",
                     event.topic
@@ -171,9 +173,9 @@ where
             })?;
             let metadata: Metadata = header.iter().collect();
             let ctx = Context::from_parts(metadata, None, None, Default::default());
-            handler(ctx, message)
-                .await
-                .map_err(|e| BrokerError::Handler(e.to_string()))
+            let handled = handler(ctx, message).await;
+            crate::observe::delivered(&event.topic, handled.is_ok());
+            handled.map_err(|e| BrokerError::Handler(e.to_string()))
         })
     })
 }

@@ -68,6 +68,8 @@ pub(crate) struct Control {
     /// told to go away (GOAWAY) and calls in flight may finish until the deadline;
     /// then the connections left are closed. A dropped sender closes at once.
     pub(crate) close: oneshot::Receiver<Instant>,
+    /// What the server's calls are labelled with in the metrics.
+    pub(crate) scope: crate::observe::ServerScope,
 }
 
 /// Counts the calls open on one connection, for its idle timeout.
@@ -181,12 +183,14 @@ struct Connection {
     remote: Arc<str>,
     refuse: CancellationToken,
     activity: Option<Arc<Activity>>,
+    scope: crate::observe::ServerScope,
 }
 
 /// The response to one call, with the guard that keeps the call open.
 struct Respond {
     inner: ResponseInner,
     call: Option<CallGuard>,
+    observed: Option<crate::observe::ServerCall>,
 }
 
 enum ResponseInner {
@@ -207,6 +211,7 @@ impl Future for Respond {
                 None => tonic::Status::internal("response polled twice").into_http(),
             },
         };
+        let response = crate::observe::server_response(self.observed.take(), response);
         Poll::Ready(Ok(match self.call.take() {
             Some(call) => response.map(|inner| Body::new(Tracked { inner, _call: call })),
             None => response,
@@ -225,12 +230,14 @@ impl Service<http::Request<hyper::body::Incoming>> for Connection {
 
     fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let call = self.activity.as_ref().map(CallGuard::new);
+        let observed = crate::observe::server_call(&self.scope, request.uri().path());
         if self.refuse.is_cancelled() && !request.uri().path().starts_with(HEALTH_PREFIX) {
             // Callers retry UNAVAILABLE on another node.
             let refused = tonic::Status::unavailable("server is shutting down").into_http();
             return Respond {
                 inner: ResponseInner::Ready(Some(refused)),
                 call,
+                observed,
             };
         }
         let mut request = request.map(Body::new);
@@ -257,7 +264,11 @@ impl Service<http::Request<hyper::body::Incoming>> for Connection {
                 )
             }
         };
-        Respond { inner, call }
+        Respond {
+            inner,
+            call,
+            observed,
+        }
     }
 }
 
@@ -380,6 +391,7 @@ pub(crate) async fn serve(
         Control {
             refuse: refuse.clone(),
             close: closed,
+            scope: Default::default(),
         },
     );
     tokio::pin!(serving, shutdown);
@@ -411,7 +423,11 @@ pub(crate) async fn serve_with(
     let mut refused = Refused::default();
     let drain = CancellationToken::new();
     let mut connections = JoinSet::new();
-    let Control { refuse, close } = control;
+    let Control {
+        refuse,
+        close,
+        scope,
+    } = control;
     tokio::pin!(close);
     let deadline = loop {
         tokio::select! {
@@ -445,6 +461,7 @@ pub(crate) async fn serve_with(
                         options,
                         refuse: refuse.clone(),
                         drain: drain.clone(),
+                        scope: scope.clone(),
                     },
                     guard,
                 ));
@@ -476,6 +493,7 @@ struct Shared {
     options: ConnectionOptions,
     refuse: CancellationToken,
     drain: CancellationToken,
+    scope: crate::observe::ServerScope,
 }
 
 /// Serves one connection: drops it if the HTTP/2 preface does not come within the
@@ -488,6 +506,7 @@ async fn connection(io: BoxedIo, remote: Arc<str>, shared: Shared, _open: Open) 
         options,
         refuse,
         drain,
+        scope,
     } = shared;
     let (preface_tx, preface_rx) = oneshot::channel();
     let io = Io {
@@ -501,6 +520,7 @@ async fn connection(io: BoxedIo, remote: Arc<str>, shared: Shared, _open: Open) 
         remote: Arc::clone(&remote),
         refuse,
         activity: activity.clone(),
+        scope,
     };
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(conn);
