@@ -3,7 +3,7 @@
 //! HTTP endpoint that serves it.
 //!
 //! A service serves `GET /metrics` (Prometheus text format 0.0.4) over HTTP/1.1 when
-//! `MICRO_METRICS_ADDRESS=host:port` is set or [`Service::metrics_address`] was
+//! `MICRO_METRICS_ADDRESS=host:port` is set or [`Service::metrics_address`](crate::Service::metrics_address) was
 //! called; a program without a service calls [`serve`]. Other paths answer 404.
 //!
 //! Names follow the OpenTelemetry semantic conventions v1.45.0 for RPC, mapped to
@@ -51,7 +51,8 @@
 //! let server = micro_core::metrics::serve("127.0.0.1:9464").await?;
 //! println!("metrics on http://{}/metrics", server.local_addr());
 //! // Programs may add their own metrics to the same registry.
-//! let jobs = prometheus_client::metrics::counter::Counter::<u64>::default();
+//! use micro_core::metrics::prometheus_client::metrics::counter::Counter;
+//! let jobs = Counter::<u64>::default();
 //! micro_core::metrics::with_registry(|registry| {
 //!     registry.register("jobs", "Jobs done", jobs.clone())
 //! });
@@ -73,6 +74,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// The Prometheus client micro records with, for programs that add their own metrics
+/// ([`with_registry`]).
 pub use prometheus_client;
 
 /// The content type of [`encode`]'s text: Prometheus text format 0.0.4.
