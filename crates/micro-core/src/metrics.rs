@@ -37,6 +37,8 @@
 //!   call it is the time to open the stream.
 //! - The server's duration runs until the last byte of the response (its trailers).
 //!   Health checks and reflection are not counted.
+//! - A labelled family is listed from its first sample on (a scrape before any call
+//!   shows no `rpc_*` lines); the `micro_registry_*` counters are always listed.
 //! - The `_count` of a duration histogram is the number of calls with those labels.
 //! - No label ever holds a node id or a peer address, so the number of series stays
 //!   bounded by the services, methods and topics a program uses.
@@ -303,8 +305,13 @@ pub fn with_registry<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
 /// Every metric in the process, in Prometheus text format 0.0.4 ([`CONTENT_TYPE`]).
 ///
 /// ```
+/// use micro_core::metrics::prometheus_client::metrics::counter::Counter;
+///
+/// let hits = Counter::<u64>::default();
+/// micro_core::metrics::with_registry(|r| r.register("cache_hits", "Cache hits", hits.clone()));
+/// hits.inc();
 /// let text = micro_core::metrics::encode();
-/// assert!(text.contains("# TYPE rpc_server_call_duration_seconds histogram"));
+/// assert!(text.contains("# TYPE cache_hits_total counter\ncache_hits_total 1\n"));
 /// ```
 pub fn encode() -> String {
     let mut text = String::new();
