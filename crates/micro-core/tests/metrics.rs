@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use micro_core::broker::{Broker, MemoryBroker};
+use micro_core::client::Ejection;
 use micro_core::event::Publisher;
 use micro_core::registry::{Node, Service as Record};
 use micro_core::selector::Selector;
@@ -135,8 +136,11 @@ async fn a_service_serves_its_calls_retries_and_events_on_metrics() {
     // A dead node, tried first: refused, ejected, and the call retried on the live one.
     let dead = Record::new("metrics.greeter").node(Node::new("dead-1", refusing_address()));
     registry.register(&dead, Default::default()).await.unwrap();
-    // A new client, so that its cache has the dead node from the start.
-    let client = Client::new(Arc::clone(&registry), Arc::new(TcpTransport::default()));
+    // A new client, so that its cache has the dead node from the start; a short
+    // penalty, so that the node is probed again soon.
+    let client = Client::builder(Arc::clone(&registry), Arc::new(TcpTransport::default()))
+        .ejection(Ejection::default().base_penalty(Duration::from_millis(50)))
+        .build();
     let reply: Msg = client
         .call(
             "metrics.greeter",
@@ -146,6 +150,23 @@ async fn a_service_serves_its_calls_retries_and_events_on_metrics() {
         .await
         .unwrap();
     assert_eq!(reply.text, "ok");
+    // The dead node comes back; once its penalty is over, a call to it restores it.
+    let back = start("metrics.greeter", &registry, move |s| {
+        s.address(dead.nodes[0].address.clone())
+            .handle(handler("Svc", |_, _| async move { Ok(msg("back")) }))
+            .unwrap()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reply: Msg = client
+        .call(
+            "metrics.greeter",
+            PATH,
+            Request::new(msg("probe"), CallOptions::new().selector(DeadFirst)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.text, "back");
 
     Publisher::<Msg>::new("metrics.greeted", Arc::clone(&broker))
         .publish(msg("event"))
@@ -171,12 +192,12 @@ async fn a_service_serves_its_calls_retries_and_events_on_metrics() {
         )
     };
     let expected = [
-        // Three calls and the retried one reached the server and answered OK.
-        (server("test.Svc/Call", "OK"), 4.0),
+        // Three calls, the retried one and the probe reached a server and answered OK.
+        (server("test.Svc/Call", "OK"), 5.0),
         (server("test.Svc/Call", "INVALID_ARGUMENT"), 1.0),
         // A path with no route is counted under one label, not its own.
         (server("_OTHER", "UNIMPLEMENTED"), 1.0),
-        (client_calls("test.Svc/Call", "OK"), 4.0),
+        (client_calls("test.Svc/Call", "OK"), 5.0),
         (client_calls("test.Svc/Call", "INVALID_ARGUMENT"), 1.0),
         (client_calls("test.Svc/Nope", "UNIMPLEMENTED"), 1.0),
         (
@@ -187,6 +208,10 @@ async fn a_service_serves_its_calls_retries_and_events_on_metrics() {
         (
             "micro_client_nodes_ejected_total{micro_service=\"metrics.greeter\",reason=\"refused\"}"
                 .to_string(),
+            1.0,
+        ),
+        (
+            "micro_client_nodes_restored_total{micro_service=\"metrics.greeter\"}".to_string(),
             1.0,
         ),
         (
@@ -264,6 +289,7 @@ async fn a_service_serves_its_calls_retries_and_events_on_metrics() {
     assert_eq!(status, "HTTP/1.1 404 Not Found");
 
     // The endpoint stops with the service.
+    back.stop().await.unwrap();
     service.stop().await.unwrap();
     assert!(get(&metrics_address, "/metrics").await.is_err());
 }
