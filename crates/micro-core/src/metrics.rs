@@ -2,7 +2,8 @@
 //! [`Service`](crate::Service), [`Client`](crate::Client) and broker in it, and the
 //! HTTP endpoint that serves it.
 //!
-//! A service serves `GET /metrics` (Prometheus text format 0.0.4) over HTTP/1.1 when
+//! With the feature on, metrics are always recorded (into memory); they are only
+//! served when asked for. A service serves `GET /metrics` (Prometheus text format 0.0.4) over HTTP/1.1 when
 //! `MICRO_METRICS_ADDRESS=host:port` is set or [`Service::metrics_address`](crate::Service::metrics_address) was
 //! called; a program without a service calls [`serve`]. Other paths answer 404.
 //!
@@ -39,6 +40,9 @@
 //!   Health checks and reflection are not counted.
 //! - A labelled family is listed from its first sample on (a scrape before any call
 //!   shows no `rpc_*` lines); the `micro_registry_*` counters are always listed.
+//! - Recording is cheap: a server makes the handles of its routes' OK series when it
+//!   starts, a client those of a service and method on its first call, so a call
+//!   answered OK allocates nothing and takes no family lock.
 //! - The `_count` of a duration histogram is the number of calls with those labels.
 //! - No label ever holds a node id or a peer address, so the number of series stays
 //!   bounded by the services, methods and topics a program uses.
@@ -368,16 +372,32 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub(crate) fn client_call(
+    /// The handle of one duration series, for callers that keep it.
+    pub(crate) fn duration(
         &self,
+        server: bool,
         service: &str,
         method: &str,
         code: tonic::Code,
-        took: Duration,
-    ) {
-        self.client_duration
+    ) -> Histogram {
+        let family = if server {
+            &self.server_duration
+        } else {
+            &self.client_duration
+        };
+        family
             .get_or_create(&call_labels(service, method, code))
-            .observe(took.as_secs_f64());
+            .clone()
+    }
+
+    /// The handle of one lookup series, for callers that keep it.
+    pub(crate) fn lookup_counter(&self, service: &str, hit: bool) -> Counter {
+        self.lookups
+            .get_or_create(&LookupLabels {
+                micro_service: service.to_string(),
+                result: if hit { "hit" } else { "miss" },
+            })
+            .clone()
     }
 
     /// The in-flight gauge of a server (`server`) or client serving or calling `service`.
@@ -416,15 +436,6 @@ impl Metrics {
         self.restored
             .get_or_create(&ServiceLabels {
                 micro_service: service.to_string(),
-            })
-            .inc();
-    }
-
-    pub(crate) fn lookup(&self, service: &str, hit: bool) {
-        self.lookups
-            .get_or_create(&LookupLabels {
-                micro_service: service.to_string(),
-                result: if hit { "hit" } else { "miss" },
             })
             .inc();
     }

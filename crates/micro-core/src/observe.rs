@@ -9,12 +9,15 @@ pub(crate) use without_metrics::*;
 
 #[cfg(feature = "metrics")]
 mod with_metrics {
-    use std::collections::HashSet;
+    use std::collections::HashMap;
     use std::pin::Pin;
-    use std::sync::Arc;
+    use std::sync::{Arc, OnceLock, RwLock};
     use std::task::{Context as TaskContext, Poll};
+    use std::time::Duration;
 
+    use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::metrics::histogram::Histogram;
     use tokio::time::Instant;
 
     use crate::metrics::{OTHER_METHOD, global};
@@ -28,22 +31,66 @@ mod with_metrics {
     #[derive(Clone, Debug, Default)]
     pub(crate) struct ServerScope(Option<Arc<Scope>>);
 
+    /// A server's handles, made once: the hot path (a routed call answered OK)
+    /// allocates nothing and takes no family lock.
     #[derive(Debug)]
     struct Scope {
         service: String,
-        paths: HashSet<String>,
+        in_flight: Gauge,
+        /// By path (`/package.Service/Method`).
+        methods: HashMap<String, Arc<Method>>,
+        /// Paths with no route.
+        other: Arc<Method>,
+    }
+
+    /// One method's label and the handle of its OK series.
+    #[derive(Debug)]
+    struct Method {
+        name: String,
+        ok: Histogram,
+    }
+
+    impl Method {
+        fn new(server: bool, service: &str, name: &str) -> Arc<Self> {
+            Arc::new(Self {
+                name: name.to_string(),
+                ok: global().duration(server, service, name, tonic::Code::Ok),
+            })
+        }
+
+        /// Records a call of `service` that took `took` and ended with `code`.
+        fn record(&self, server: bool, service: &str, code: tonic::Code, took: Duration) {
+            let seconds = took.as_secs_f64();
+            if code == tonic::Code::Ok {
+                self.ok.observe(seconds);
+            } else {
+                global()
+                    .duration(server, service, &self.name, code)
+                    .observe(seconds);
+            }
+        }
     }
 
     impl ServerScope {
         /// The scope of a server registered as `service` with routes `paths`
-        /// (`/package.Service/Method`).
+        /// (`/package.Service/Method`; other forms are skipped).
         pub(crate) fn new<'a>(service: &str, paths: impl Iterator<Item = &'a str>) -> Self {
+            let methods = paths
+                .filter_map(|path| {
+                    let name = path.strip_prefix('/')?;
+                    Some((path.to_string(), Method::new(true, service, name)))
+                })
+                .collect();
             Self(Some(Arc::new(Scope {
                 service: service.to_string(),
-                paths: paths
-                    .filter(|p| p.starts_with('/'))
-                    .map(str::to_string)
-                    .collect(),
+                in_flight: global().in_flight(true, service),
+                methods,
+                other: Arc::new(Method {
+                    name: OTHER_METHOD.to_string(),
+                    // Not made up front: a server that is never called on an unknown
+                    // path lists no `_OTHER` series.
+                    ok: Histogram::new([]),
+                }),
             })))
         }
     }
@@ -52,9 +99,8 @@ mod with_metrics {
     #[derive(Debug)]
     pub(crate) struct ServerCall {
         scope: Arc<Scope>,
-        method: Option<String>,
+        method: Arc<Method>,
         started: Instant,
-        in_flight: Gauge,
         recorded: bool,
     }
 
@@ -65,16 +111,14 @@ mod with_metrics {
             return None;
         }
         let method = scope
-            .paths
-            .contains(path)
-            .then(|| path.trim_start_matches('/').to_string());
-        let in_flight = global().in_flight(true, &scope.service);
-        in_flight.inc();
+            .methods
+            .get(path)
+            .map_or_else(|| Arc::clone(&scope.other), Arc::clone);
+        scope.in_flight.inc();
         Some(ServerCall {
             scope: Arc::clone(scope),
             method,
             started: Instant::now(),
-            in_flight,
             recorded: false,
         })
     }
@@ -85,12 +129,13 @@ mod with_metrics {
                 return;
             }
             self.recorded = true;
-            global().server_call(
-                &self.scope.service,
-                self.method.as_deref().unwrap_or(OTHER_METHOD),
-                code,
-                self.started.elapsed(),
-            );
+            let took = self.started.elapsed();
+            if Arc::ptr_eq(&self.method, &self.scope.other) {
+                // Unknown paths: every status through the family, OK included.
+                global().server_call(&self.scope.service, OTHER_METHOD, code, took);
+            } else {
+                self.method.record(true, &self.scope.service, code, took);
+            }
         }
     }
 
@@ -98,7 +143,7 @@ mod with_metrics {
         fn drop(&mut self) {
             // Dropped before its status was sent: the caller went away.
             self.record(tonic::Code::Cancelled);
-            self.in_flight.dec();
+            self.scope.in_flight.dec();
         }
     }
 
@@ -164,25 +209,81 @@ mod with_metrics {
         }
     }
 
+    /// A client's handles for calls to one service: made on its first call, then
+    /// found without allocating.
+    #[derive(Debug)]
+    struct Callee {
+        service: String,
+        in_flight: Gauge,
+        hit: Counter,
+        miss: Counter,
+        /// By path (`&'static`: the generated clients' constants).
+        methods: RwLock<HashMap<&'static str, Arc<Method>>>,
+    }
+
+    /// Every service the process's clients called.
+    static CALLEES: OnceLock<RwLock<HashMap<String, Arc<Callee>>>> = OnceLock::new();
+
+    fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+        lock.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+        lock.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn callee(service: &str) -> Arc<Callee> {
+        let callees = CALLEES.get_or_init(Default::default);
+        if let Some(callee) = read(callees).get(service) {
+            return Arc::clone(callee);
+        }
+        let metrics = global();
+        Arc::clone(
+            write(callees)
+                .entry(service.to_string())
+                .or_insert_with(|| {
+                    Arc::new(Callee {
+                        service: service.to_string(),
+                        in_flight: metrics.in_flight(false, service),
+                        hit: metrics.lookup_counter(service, true),
+                        miss: metrics.lookup_counter(service, false),
+                        methods: RwLock::default(),
+                    })
+                }),
+        )
+    }
+
+    impl Callee {
+        fn method(&self, path: &'static str) -> Arc<Method> {
+            if let Some(method) = read(&self.methods).get(path) {
+                return Arc::clone(method);
+            }
+            Arc::clone(
+                write(&self.methods).entry(path).or_insert_with(|| {
+                    Method::new(false, &self.service, path.trim_start_matches('/'))
+                }),
+            )
+        }
+    }
+
     /// One call a client makes, retries included.
     #[derive(Debug)]
     pub(crate) struct ClientCall {
-        service: String,
-        path: &'static str,
+        callee: Arc<Callee>,
+        method: Arc<Method>,
         started: Instant,
-        in_flight: Gauge,
         recorded: bool,
     }
 
     /// A client call to `service` on `path` starts.
     pub(crate) fn client_call(service: &str, path: &'static str) -> ClientCall {
-        let in_flight = global().in_flight(false, service);
-        in_flight.inc();
+        let callee = callee(service);
+        let method = callee.method(path);
+        callee.in_flight.inc();
         ClientCall {
-            service: service.to_string(),
-            path,
+            callee,
+            method,
             started: Instant::now(),
-            in_flight,
             recorded: false,
         }
     }
@@ -198,12 +299,8 @@ mod with_metrics {
                 return;
             }
             self.recorded = true;
-            global().client_call(
-                &self.service,
-                self.path.trim_start_matches('/'),
-                code,
-                self.started.elapsed(),
-            );
+            self.method
+                .record(false, &self.callee.service, code, self.started.elapsed());
         }
     }
 
@@ -211,7 +308,7 @@ mod with_metrics {
         fn drop(&mut self) {
             // The caller dropped the call before it ended.
             self.record(tonic::Code::Cancelled);
-            self.in_flight.dec();
+            self.callee.in_flight.dec();
         }
     }
 
@@ -233,7 +330,8 @@ mod with_metrics {
 
     /// A client looked `service` up: from its cache (`hit`) or the registry.
     pub(crate) fn registry_lookup(service: &str, hit: bool) {
-        global().lookup(service, hit);
+        let callee = callee(service);
+        if hit { &callee.hit } else { &callee.miss }.inc();
     }
 
     /// An event on `topic` was published through broker `system`, or failed to.
