@@ -345,7 +345,6 @@ mod with_metrics {
     }
 
     /// Broker `system` dropped an event for `reason`.
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn dropped(system: &'static str, reason: &'static str) {
         global().dropped(system, reason);
     }
@@ -407,6 +406,5 @@ mod without_metrics {
     #[inline]
     pub(crate) fn delivered(_: &str, _: bool) {}
     #[inline]
-    #[allow(dead_code)]
     pub(crate) fn dropped(_: &'static str, _: &'static str) {}
 }
