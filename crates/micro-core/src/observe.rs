@@ -334,6 +334,11 @@ mod with_metrics {
         if hit { &callee.hit } else { &callee.miss }.inc();
     }
 
+    /// A stream to `service` looks it up in `cache`: a hit if it is cached.
+    pub(crate) fn stream_lookup(cache: &micro_registry::CachedRegistry, service: &str) {
+        registry_lookup(service, cache.cached(service).is_some());
+    }
+
     /// An event on `topic` was published through broker `system`, or failed to.
     pub(crate) fn published(system: &str, topic: &str, ok: bool) {
         global().published(system, topic, ok);
@@ -401,6 +406,8 @@ mod without_metrics {
     pub(crate) fn node_restored(_: &str) {}
     #[inline]
     pub(crate) fn registry_lookup(_: &str, _: bool) {}
+    #[inline]
+    pub(crate) fn stream_lookup(_: &micro_registry::CachedRegistry, _: &str) {}
     #[inline]
     pub(crate) fn published(_: &str, _: &str, _: bool) {}
     #[inline]

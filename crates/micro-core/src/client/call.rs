@@ -233,7 +233,7 @@ impl Client {
     {
         let deadline = options.deadline_at(None, Instant::now());
         self.ensure_pruning().await;
-        crate::observe::registry_lookup(service, self.inner.cache.cached(service).is_some());
+        crate::observe::stream_lookup(&self.inner.cache, service);
         let services = self.inner.cache.lookup(service).await?;
         let node = self.choose(service, &services, &[], &options)?;
         let connection = self.connection(&node.address).map_err(client_error)?;
