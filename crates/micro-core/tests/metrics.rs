@@ -343,3 +343,19 @@ fn micro_metrics_address_from_the_environment_is_checked() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn a_taken_metrics_address_fails_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let run = Service::from_config("metrics.taken", micro_core::Config::default())
+        .registry(registry())
+        .address("127.0.0.1:0")
+        .metrics_address(address.clone())
+        .run_until(std::future::pending())
+        .await;
+    match run {
+        Err(ServiceError::Listen { address: at, .. }) => assert_eq!(at, address),
+        other => panic!("expected a listen error, got {other:?}"),
+    }
+}
