@@ -16,6 +16,7 @@
 //! | `MICRO_BROKER_ADDRESS` | NATS servers, or where the registry broker listens | NATS: `nats://127.0.0.1:4222` |
 //! | `MICRO_LOG_LEVEL` | `trace`, `debug`, `info`, `warn`, `error`, `fatal` | `info` |
 //! | `RUST_LOG` | `tracing` filter directives; wins over `MICRO_LOG_LEVEL` | |
+//! | `MICRO_METRICS_ADDRESS` | where to serve Prometheus metrics on `GET /metrics`, `host:port` or `:port` (feature `metrics`; without it, setting this is an error) | not served |
 //!
 //! The two log variables only shape the log micro sets up when the program set up
 //! none (see [`crate::log`]).
@@ -42,6 +43,10 @@ pub const ENV_BROKER_ADDRESS: &str = "MICRO_BROKER_ADDRESS";
 pub const ENV_LOG_LEVEL: &str = "MICRO_LOG_LEVEL";
 /// Environment variable with `tracing` filter directives (`info,micro_core=debug`).
 pub const ENV_RUST_LOG: &str = "RUST_LOG";
+/// Environment variable with the address to serve Prometheus metrics on
+/// (`GET /metrics`): `host:port`, or `:port` for every interface. Needs micro-core's
+/// feature `metrics`; without it, setting the variable is a configuration error.
+pub const ENV_METRICS_ADDRESS: &str = "MICRO_METRICS_ADDRESS";
 /// How often a running service registers again (go-micro's default).
 pub const DEFAULT_REGISTER_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a registration lives unless renewed (go-micro's default).
@@ -137,6 +142,9 @@ pub struct Config {
     /// What the log micro installs when the program installed none shows: `tracing`
     /// filter directives; `None` for [`crate::log::DEFAULT_FILTER`].
     pub log_filter: Option<String>,
+    /// Where to serve Prometheus metrics (`host:port`, `:port`); `None`: not served.
+    /// See [`ENV_METRICS_ADDRESS`].
+    pub metrics_address: Option<String>,
 }
 
 impl Default for Config {
@@ -149,6 +157,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             broker: BrokerConfig::default(),
             log_filter: None,
+            metrics_address: None,
         }
     }
 }
@@ -168,6 +177,7 @@ impl Config {
             ENV_BROKER_ADDRESS,
             ENV_LOG_LEVEL,
             ENV_RUST_LOG,
+            ENV_METRICS_ADDRESS,
         ] {
             if let Some(value) = std::env::var_os(key) {
                 let value = value.into_string().map_err(|raw| {
@@ -225,6 +235,10 @@ impl Config {
             }
         };
         let log_filter = log_filter(&get)?;
+        let metrics_address = get(ENV_METRICS_ADDRESS).filter(|a| !a.trim().is_empty());
+        if let Some(address) = &metrics_address {
+            check_metrics_address(ENV_METRICS_ADDRESS, address)?;
+        }
         Ok(Self {
             server_address: get(ENV_SERVER_ADDRESS).unwrap_or_default(),
             advertise: get(ENV_SERVER_ADVERTISE).filter(|a| !a.trim().is_empty()),
@@ -236,11 +250,15 @@ impl Config {
                 address: get(ENV_BROKER_ADDRESS).filter(|a| !a.trim().is_empty()),
             },
             log_filter,
+            metrics_address,
         })
     }
 
     /// Checks what the builders may have set: the TTL outlives the interval.
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        if let Some(address) = &self.metrics_address {
+            check_metrics_address("metrics_address", address)?;
+        }
         if self.register_ttl <= self.register_interval {
             return Err(ConfigError::invalid(
                 "register_ttl",
@@ -253,6 +271,26 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Checks a metrics address: `host:port` or `:port`, in a build with metrics.
+fn check_metrics_address(variable: &str, address: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: &str| Err(ConfigError::invalid(variable, address, reason));
+    if !cfg!(feature = "metrics") {
+        return invalid("metrics are not in this build: enable micro-core's feature `metrics`");
+    }
+    let Some((host, port)) = address.trim().rsplit_once(':') else {
+        return invalid("expected host:port or :port");
+    };
+    if port.parse::<u16>().is_err() {
+        return invalid("expected host:port or :port, with a port from 0 to 65535");
+    }
+    if host.contains(char::is_whitespace)
+        || (host.contains(':') && !(host.starts_with('[') && host.ends_with(']')))
+    {
+        return invalid("expected host:port or :port (an IPv6 host in brackets)");
+    }
+    Ok(())
 }
 
 /// `RUST_LOG` if set, else the directive for `MICRO_LOG_LEVEL`, each checked.
@@ -345,6 +383,31 @@ mod tests {
                 .unwrap_or_default();
             assert!(err.starts_with(expected), "{err}");
         }
+    }
+
+    #[test]
+    fn metrics_address_is_checked() {
+        let bad = ["9090", "localhost:http", "host:70000", "::1:9090", "a b:1"];
+        for value in bad {
+            let err = from(&[(ENV_METRICS_ADDRESS, value)])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.starts_with(&format!("MICRO_METRICS_ADDRESS={value:?}: ")),
+                "{value}: {err}"
+            );
+        }
+        for good in ["127.0.0.1:9090", ":9464", "[::1]:0", "localhost:9090"] {
+            let read = from(&[(ENV_METRICS_ADDRESS, good)]).map(|c| c.metrics_address);
+            if cfg!(feature = "metrics") {
+                assert_eq!(read, Ok(Some(good.to_string())));
+            } else {
+                let err = read.err().map(|e| e.to_string()).unwrap_or_default();
+                assert!(err.contains("feature `metrics`"), "{err}");
+            }
+        }
+        assert_eq!(from(&[]).map(|c| c.metrics_address), Ok(None));
     }
 
     #[test]

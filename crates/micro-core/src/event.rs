@@ -136,8 +136,9 @@ impl<M: Message> Publisher<M> {
         let result =
             crate::broker::within(&publish_options, self.broker.name(), &self.topic, publish)
                 .instrument(span.clone())
-                .await
-                .map_err(broker_error);
+                .await;
+        crate::observe::published(self.broker.name(), &self.topic, result.is_ok());
+        let result = result.map_err(broker_error);
         if let Err(e) = &result {
             span.record(
                 crate::telemetry::semconv::ERROR_TYPE,
@@ -229,6 +230,7 @@ where
                 M::decode(event.message.body.as_slice()).map_err(|e| e.to_string())
             };
             let message = decoded.map_err(|e| {
+                crate::observe::delivered(&event.topic, false);
                 BrokerError::Handler(format!(
                     "message on {} is not a valid {content_type} message: {e}",
                     event.topic
@@ -239,6 +241,7 @@ where
             let ctx = Context::from_parts(metadata, None, None, Default::default())
                 .with_span(span.clone());
             let result = handler(ctx, message).instrument(span.clone()).await;
+            crate::observe::delivered(&event.topic, result.is_ok());
             if let Err(e) = &result {
                 span.record(
                     crate::telemetry::semconv::ERROR_TYPE,

@@ -281,6 +281,9 @@ mod grpc_timeout;
 mod id;
 pub mod layers;
 pub mod log;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+mod observe;
 #[cfg(test)]
 mod proptests;
 mod request;

@@ -7,6 +7,7 @@
 //! is logged.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -22,6 +23,40 @@ use crate::{
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
 
 type Lookup = Result<Arc<Vec<Service>>, Error>;
+
+/// Reads of the registries behind every cache in the process.
+static QUERIES: AtomicU64 = AtomicU64::new(0);
+/// Those reads that failed (not counting a service that is not registered).
+static ERRORS: AtomicU64 = AtomicU64::new(0);
+/// Failed reads answered with the last known nodes.
+static STALE_SERVED: AtomicU64 = AtomicU64::new(0);
+
+/// What every [`CachedRegistry`] in the process asked of its registry, since start.
+/// micro-core's metrics read it at each scrape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Reads of the registry (cache misses and re-reads).
+    pub queries: u64,
+    /// Reads that failed (a service that is not registered is not a failure).
+    pub errors: u64,
+    /// Failed reads answered with the nodes last known.
+    pub stale_served: u64,
+}
+
+/// The counters of every [`CachedRegistry`] in the process.
+///
+/// ```
+/// let stats = micro_registry::cache_stats();
+/// assert!(stats.errors <= stats.queries);
+/// ```
+pub fn cache_stats() -> CacheStats {
+    CacheStats {
+        queries: QUERIES.load(Ordering::Relaxed),
+        errors: ERRORS.load(Ordering::Relaxed),
+        stale_served: STALE_SERVED.load(Ordering::Relaxed),
+    }
+}
 
 /// A [`Registry`] that caches `get_service`; everything else goes to the inner registry.
 ///
@@ -149,6 +184,7 @@ impl CachedRegistry {
     }
 
     async fn fetch(&self, name: &str) -> Lookup {
+        QUERIES.fetch_add(1, Ordering::Relaxed);
         match self.inner.registry.get_service(name).await {
             Ok(services) => {
                 let services = Arc::new(services);
@@ -166,12 +202,14 @@ impl CachedRegistry {
                 Err(Error::NotFound(n))
             }
             Err(e) => {
+                ERRORS.fetch_add(1, Ordering::Relaxed);
                 // Serve what we last knew rather than nothing.
                 let stale = read(&self.inner.entries)
                     .get(name)
                     .map(|entry| Arc::clone(&entry.services));
                 match stale {
                     Some(services) if !services.is_empty() => {
+                        STALE_SERVED.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(service = name, error = %e, "registry failed; serving cached nodes");
                         Ok(services)
                     }

@@ -47,7 +47,7 @@ mod proptests;
 mod registry;
 mod service;
 
-pub use cache::{CachedRegistry, DEFAULT_CACHE_TTL};
+pub use cache::{CacheStats, CachedRegistry, DEFAULT_CACHE_TTL, cache_stats};
 pub use config::{ENV_REGISTRY, ENV_REGISTRY_ADDRESS, KNOWN, RegistryConfig, RegistryKind};
 pub use error::Error;
 #[cfg(feature = "etcd")]

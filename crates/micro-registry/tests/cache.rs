@@ -115,6 +115,8 @@ async fn the_watch_keeps_cached_nodes_current() {
 
 #[tokio::test]
 async fn a_failing_backend_serves_the_last_known_nodes() {
+    // Process-wide counters: other tests may add to them, never take away.
+    let before = micro_registry::cache_stats();
     let backend = Arc::new(Backend::default());
     backend
         .register(&svc("s-1"), RegisterOptions::default())
@@ -132,4 +134,12 @@ async fn a_failing_backend_serves_the_last_known_nodes() {
         cache.lookup("other").await,
         Err(Error::Backend { .. })
     ));
+    // Three reads, two failed, one of which was answered from the cache.
+    let after = micro_registry::cache_stats();
+    assert!(after.queries >= before.queries + 3, "{before:?} {after:?}");
+    assert!(after.errors >= before.errors + 2, "{before:?} {after:?}");
+    assert!(
+        after.stale_served > before.stale_served,
+        "{before:?} {after:?}"
+    );
 }

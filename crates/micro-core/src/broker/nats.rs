@@ -219,6 +219,7 @@ impl Broker for NatsBroker {
                     Ok(message) => message,
                     Err(e) => {
                         inner.malformed.fetch_add(1, Ordering::Relaxed);
+                        crate::observe::dropped("nats", "malformed");
                         tracing::warn!(subject = %received.subject, error = %e, "skipping a NATS message that is not go-micro's JSON");
                         continue;
                     }

@@ -195,6 +195,7 @@ impl Client {
                     tracing::debug!(service, "retry budget spent: no retry");
                     break;
                 }
+                crate::observe::client_retry(service, path);
                 if !last_refused {
                     let delay = (self.inner.backoff)(u32::try_from(n).unwrap_or(u32::MAX));
                     if Instant::now() + delay >= deadline {
@@ -207,7 +208,9 @@ impl Client {
             // (grpc-timeout counts whole milliseconds), a retry after its backoff.
             let now = if n == 0 { started } else { Instant::now() };
             // From memory when cached (no timer, no await); else ask the registry.
-            let services = match self.inner.cache.cached(service).filter(|s| !s.is_empty()) {
+            let cached = self.inner.cache.cached(service).filter(|s| !s.is_empty());
+            crate::observe::registry_lookup(service, cached.is_some());
+            let services = match cached {
                 Some(services) => services,
                 None => {
                     match tokio::time::timeout_at(deadline, self.inner.cache.lookup(service)).await
@@ -381,6 +384,7 @@ impl Client {
     {
         let deadline = options.deadline_at(None, Instant::now());
         self.ensure_pruning().await;
+        crate::observe::stream_lookup(&self.inner.cache, service);
         let services = self.inner.cache.lookup(service).await?;
         let node = self.choose(service, &services, &[], &options)?;
         let connection = self.connection(&node.address).map_err(client_error)?;

@@ -94,6 +94,8 @@ pub(super) struct Health {
     times: u32,
     /// Out of the choice until then.
     until: Option<Instant>,
+    /// The service the node serves, for the metrics.
+    service: String,
 }
 
 /// The health of every node that lately failed, by address.
@@ -142,14 +144,24 @@ impl Ejected {
             .is_some_and(|until| until > now)
     }
 
-    /// A call to `address` succeeded: it is healthy again.
-    pub(super) fn success(&mut self, address: &str) {
-        self.nodes.remove(address);
+    /// A call to `address` succeeded: it is healthy again. Returns its service when
+    /// it had been ejected (it is restored).
+    pub(super) fn success(&mut self, address: &str) -> Option<String> {
+        self.nodes
+            .remove(address)
+            .filter(|health| health.times > 0)
+            .map(|health| health.service)
     }
 
     /// `node` refused a connection: ejected at once. Returns the penalty.
-    pub(super) fn refused(&mut self, node: &Node, policy: &Ejection, now: Instant) -> Duration {
-        let health = self.nodes.entry(node.address.clone()).or_default();
+    pub(super) fn refused(
+        &mut self,
+        service: &str,
+        node: &Node,
+        policy: &Ejection,
+        now: Instant,
+    ) -> Duration {
+        let health = self.entry(service, node);
         health.times = health.times.saturating_add(1);
         health.failures = 0;
         let penalty = policy.penalty(health.times);
@@ -161,6 +173,7 @@ impl Ejected {
     /// Returns the penalty when this failure ejected it.
     pub(super) fn failed(
         &mut self,
+        service: &str,
         node: &Node,
         nodes: &[&Node],
         policy: &Ejection,
@@ -171,7 +184,7 @@ impl Ejected {
         }
         let ejected_now = nodes.iter().filter(|n| self.is_ejected(n, now)).count();
         let cap = (nodes.len() * policy.max_ejected_percent as usize / 100).max(1);
-        let health = self.nodes.entry(node.address.clone()).or_default();
+        let health = self.entry(service, node);
         health.failures = health.failures.saturating_add(1);
         if health.failures < policy.consecutive_failures || ejected_now >= cap {
             return None;
@@ -181,6 +194,16 @@ impl Ejected {
         let penalty = policy.penalty(health.times);
         health.until = Some(now + penalty);
         Some(penalty)
+    }
+
+    /// What is known of `node` of `service`, created empty.
+    fn entry(&mut self, service: &str, node: &Node) -> &mut Health {
+        self.nodes
+            .entry(node.address.clone())
+            .or_insert_with(|| Health {
+                service: service.to_string(),
+                ..Health::default()
+            })
     }
 
     /// Forgets a node that left the registry.
@@ -203,20 +226,29 @@ mod tests {
         let mut ejected = Ejected::default();
         let a = node(1);
         let t0 = Instant::now();
-        assert_eq!(ejected.refused(&a, &policy, t0), Duration::from_secs(1));
+        assert_eq!(
+            ejected.refused("s", &a, &policy, t0),
+            Duration::from_secs(1)
+        );
         assert_eq!(ejected.standing(&a, &policy, t0), Standing::Ejected);
         // The penalty ends: one probe, and the others keep away meanwhile.
         let t1 = t0 + Duration::from_secs(1);
         assert_eq!(ejected.standing(&a, &policy, t1), Standing::Eligible);
         assert_eq!(ejected.standing(&a, &policy, t1), Standing::Ejected);
         // The probe is refused again: twice as long.
-        assert_eq!(ejected.refused(&a, &policy, t1), Duration::from_secs(2));
+        assert_eq!(
+            ejected.refused("s", &a, &policy, t1),
+            Duration::from_secs(2)
+        );
         for _ in 0..20 {
-            ejected.refused(&a, &policy, t1);
+            ejected.refused("s", &a, &policy, t1);
         }
-        assert_eq!(ejected.refused(&a, &policy, t1), Duration::from_secs(60));
+        assert_eq!(
+            ejected.refused("s", &a, &policy, t1),
+            Duration::from_secs(60)
+        );
         // A success restores it.
-        ejected.success(&a.address);
+        assert_eq!(ejected.success(&a.address).as_deref(), Some("s"));
         assert_eq!(ejected.standing(&a, &policy, t1), Standing::Eligible);
         assert!(ejected.is_empty());
     }
@@ -228,19 +260,19 @@ mod tests {
         let (a, b, c) = (node(1), node(2), node(3));
         let all = [&a, &b, &c];
         let now = Instant::now();
-        assert_eq!(ejected.failed(&a, &all, &policy, now), None);
-        assert_eq!(ejected.failed(&a, &all, &policy, now), None);
+        assert_eq!(ejected.failed("s", &a, &all, &policy, now), None);
+        assert_eq!(ejected.failed("s", &a, &all, &policy, now), None);
         assert_eq!(
-            ejected.failed(&a, &all, &policy, now),
+            ejected.failed("s", &a, &all, &policy, now),
             Some(Duration::from_secs(1))
         );
         // 10 % of 3 nodes is less than one: one node may be out, not two.
         for _ in 0..10 {
-            assert_eq!(ejected.failed(&b, &all, &policy, now), None);
+            assert_eq!(ejected.failed("s", &b, &all, &policy, now), None);
         }
         assert!(!ejected.is_ejected(&b, now));
         // A refusing node goes whatever the share.
-        ejected.refused(&c, &policy, now);
+        ejected.refused("s", &c, &policy, now);
         assert!(ejected.is_ejected(&c, now));
     }
 }

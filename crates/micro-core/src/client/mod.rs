@@ -265,9 +265,12 @@ impl Client {
         Resp: Message,
     {
         let Request { message, options } = request.into_request();
-        with_codec!(options, Req, Resp, |C| {
+        let observed = crate::observe::client_call(service, path);
+        let result = with_codec!(options, Req, Resp, |C| {
             self.unary::<C, _, _>(service, path, message, options).await
-        })
+        });
+        observed.finish(result.as_ref().err());
+        result
     }
 
     /// Calls a server-streaming method: one request, a stream of responses.
@@ -283,10 +286,13 @@ impl Client {
     {
         let Request { message, options } = request.into_request();
         let requests = Requests::<_, futures_util::stream::Empty<Req>>::One(message);
-        with_codec!(options, Req, Resp, |C| {
+        let observed = crate::observe::client_call(service, path);
+        let result = with_codec!(options, Req, Resp, |C| {
             self.stream::<C, _, _, _>(service, path, requests, options)
                 .await
-        })
+        });
+        observed.finish(result.as_ref().err());
+        result
     }
 
     /// Calls a client-streaming method: the requests of a stream, one response.
@@ -301,10 +307,12 @@ impl Client {
         Resp: Message,
     {
         let Request { message, options } = requests.into_streaming_request();
+        let observed = crate::observe::client_call(service, path);
         let receiver = with_codec!(options, Req, Resp, |C| {
             self.stream::<C, _, _, _>(service, path, Requests::Many(message), options)
                 .await
         });
+        observed.finish(receiver.as_ref().err());
         single(receiver?).await
     }
 
@@ -321,9 +329,12 @@ impl Client {
         Resp: Message,
     {
         let Request { message, options } = requests.into_streaming_request();
-        with_codec!(options, Req, Resp, |C| {
+        let observed = crate::observe::client_call(service, path);
+        let result = with_codec!(options, Req, Resp, |C| {
             self.stream::<C, _, _, _>(service, path, Requests::Many(message), options)
                 .await
-        })
+        });
+        observed.finish(result.as_ref().err());
+        result
     }
 }

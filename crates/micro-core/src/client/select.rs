@@ -89,14 +89,18 @@ impl Client {
     /// A call to `address` succeeded.
     pub(super) fn succeeded(&self, address: &str) {
         if self.inner.any_health.load(Ordering::Relaxed) {
-            lock(&self.inner.health).success(address);
+            if let Some(service) = lock(&self.inner.health).success(address) {
+                crate::observe::node_restored(&service);
+            }
         }
     }
 
     /// `node` of `service` refused a connection: ejected at once, its connection
     /// dropped, and the registry asked to check it.
     pub(super) fn refused(&self, service: &str, node: &Node) {
-        let penalty = lock(&self.inner.health).refused(node, &self.inner.ejection, Instant::now());
+        let penalty =
+            lock(&self.inner.health).refused(service, node, &self.inner.ejection, Instant::now());
+        crate::observe::node_ejected(service, true);
         self.inner.any_health.store(true, Ordering::Relaxed);
         self.forget(&node.address);
         self.inner.cache.suspect(service, node);
@@ -109,10 +113,16 @@ impl Client {
             return;
         };
         let nodes: Vec<&Node> = services.iter().flat_map(|s| s.nodes.iter()).collect();
-        let ejected =
-            lock(&self.inner.health).failed(node, &nodes, &self.inner.ejection, Instant::now());
+        let ejected = lock(&self.inner.health).failed(
+            service,
+            node,
+            &nodes,
+            &self.inner.ejection,
+            Instant::now(),
+        );
         self.inner.any_health.store(true, Ordering::Relaxed);
         if let Some(penalty) = ejected {
+            crate::observe::node_ejected(service, false);
             tracing::info!(service, node = %node.id, address = %node.address, ?penalty, "node failing: ejected");
         }
     }

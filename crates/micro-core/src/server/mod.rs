@@ -47,7 +47,7 @@
 //!
 //! None of these has a `MICRO_*` variable: go-micro has no equivalent settings.
 
-mod call;
+pub(crate) mod call;
 mod handler;
 mod observe;
 mod router;
@@ -307,6 +307,12 @@ impl Server {
         for name in &self.handlers {
             self.health.set_service_status(name, status).await;
         }
+    }
+
+    /// The paths it has routes for, each form (`/package.Service/Method` and
+    /// `Service/Method`).
+    pub(crate) fn paths(&self) -> impl Iterator<Item = &str> {
+        self.routes.keys().map(String::as_str)
     }
 
     /// The request-handling stack: routes and built-ins, wrapped in the layers.

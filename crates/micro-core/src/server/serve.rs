@@ -71,6 +71,8 @@ pub(crate) struct Control {
     pub(crate) close: oneshot::Receiver<Instant>,
     /// The registry name served, for the calls' spans (`micro.service`).
     pub(crate) served: Option<Arc<str>>,
+    /// What the server's calls are labelled with in the metrics.
+    pub(crate) scope: crate::observe::ServerScope,
 }
 
 /// Counts the calls open on one connection, for its idle timeout.
@@ -199,6 +201,7 @@ struct Connection {
     refuse: CancellationToken,
     activity: Option<Arc<Activity>>,
     served: Option<Arc<str>>,
+    scope: crate::observe::ServerScope,
 }
 
 /// The response to one call, with the guard that keeps the call open and the call's
@@ -207,6 +210,7 @@ struct Respond {
     inner: ResponseInner,
     call: Option<CallGuard>,
     observed: Option<Observed>,
+    metered: Option<crate::observe::ServerCall>,
 }
 
 enum ResponseInner {
@@ -230,6 +234,7 @@ impl Future for Respond {
             },
         };
         drop(entered);
+        let response = crate::observe::server_response(this.metered.take(), response);
         let mut observed = this.observed.take();
         // Trailers-only (an error, or a refusal): the status is in the head.
         if observed
@@ -265,6 +270,7 @@ impl Service<http::Request<hyper::body::Incoming>> for Connection {
     fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let call = self.activity.as_ref().map(CallGuard::new);
         let observed = Observed::start(&request, &self.remote, self.served.as_deref());
+        let metered = crate::observe::server_call(&self.scope, request.uri().path());
         if self.refuse.is_cancelled() && !request.uri().path().starts_with(HEALTH_PREFIX) {
             // Callers retry UNAVAILABLE on another node.
             let refused = tonic::Status::unavailable("server is shutting down").into_http();
@@ -272,6 +278,7 @@ impl Service<http::Request<hyper::body::Incoming>> for Connection {
                 inner: ResponseInner::Ready(Some(refused)),
                 call,
                 observed,
+                metered,
             };
         }
         // The handler's context is made during dispatch: in the call's span.
@@ -305,6 +312,7 @@ impl Service<http::Request<hyper::body::Incoming>> for Connection {
             inner,
             call,
             observed,
+            metered,
         }
     }
 }
@@ -429,6 +437,7 @@ pub(crate) async fn serve(
             refuse: refuse.clone(),
             close: closed,
             served: None,
+            scope: Default::default(),
         },
     );
     tokio::pin!(serving, shutdown);
@@ -464,6 +473,7 @@ pub(crate) async fn serve_with(
         refuse,
         close,
         served,
+        scope,
     } = control;
     tokio::pin!(close);
     let deadline = loop {
@@ -499,6 +509,7 @@ pub(crate) async fn serve_with(
                         refuse: refuse.clone(),
                         drain: drain.clone(),
                         served: served.clone(),
+                        scope: scope.clone(),
                     },
                     guard,
                 ));
@@ -531,6 +542,7 @@ struct Shared {
     refuse: CancellationToken,
     drain: CancellationToken,
     served: Option<Arc<str>>,
+    scope: crate::observe::ServerScope,
 }
 
 /// Serves one connection: drops it if the HTTP/2 preface does not come within the
@@ -544,6 +556,7 @@ async fn connection(io: BoxedIo, remote: Arc<str>, shared: Shared, _open: Open) 
         refuse,
         drain,
         served,
+        scope,
     } = shared;
     let (preface_tx, preface_rx) = oneshot::channel();
     let io = Io {
@@ -558,6 +571,7 @@ async fn connection(io: BoxedIo, remote: Arc<str>, shared: Shared, _open: Open) 
         refuse,
         activity: activity.clone(),
         served,
+        scope,
     };
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(conn);

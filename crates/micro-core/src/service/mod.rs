@@ -144,6 +144,23 @@ impl Service {
         self
     }
 
+    /// Serves Prometheus metrics on `GET /metrics` at `address` (`host:port`, `:port`)
+    /// while the service runs; overrides `MICRO_METRICS_ADDRESS`. Needs micro-core's
+    /// feature `metrics`: without it, [`run`](Self::run) fails with a configuration
+    /// error. See `micro_core::metrics` for the metrics.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), micro_core::ServiceError> {
+    /// let service = micro_core::Service::new("go.micro.srv.greeter")?.metrics_address("127.0.0.1:9464");
+    /// assert_eq!(service.config().metrics_address.as_deref(), Some("127.0.0.1:9464"));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn metrics_address(mut self, address: impl Into<String>) -> Self {
+        self.config.metrics_address = Some(address.into());
+        self
+    }
+
     /// Adds service metadata.
     #[must_use]
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {

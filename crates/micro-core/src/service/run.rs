@@ -135,6 +135,8 @@ impl Service {
             nodes: vec![node],
         };
 
+        // Served until this function returns: dropping it stops it.
+        let _metrics = self.serve_metrics().await?;
         let refuse = CancellationToken::new();
         let (close, closed) = oneshot::channel();
         let mut serving = tokio::spawn(crate::server::serve_with(
@@ -145,6 +147,7 @@ impl Service {
                 refuse: refuse.clone(),
                 close: closed,
                 served: Some(Arc::from(self.name.as_str())),
+                scope: crate::observe::ServerScope::new(&self.name, self.server.paths()),
             },
         ));
         let stopping = Stopping {
@@ -230,6 +233,32 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// Starts the `/metrics` endpoint when an address is configured.
+    #[cfg(feature = "metrics")]
+    async fn serve_metrics(&self) -> Result<Option<crate::metrics::MetricsServer>, ServiceError> {
+        let Some(address) = &self.config.metrics_address else {
+            return Ok(None);
+        };
+        crate::metrics::serve(address)
+            .await
+            .map(Some)
+            .map_err(|source| ServiceError::Listen {
+                address: address.clone(),
+                source: micro_transport::TransportError::Listen {
+                    address: address.clone(),
+                    source,
+                },
+            })
+    }
+
+    /// Without the feature `metrics` there is nothing to serve (`Config::check`
+    /// refuses an address).
+    #[cfg(not(feature = "metrics"))]
+    #[allow(clippy::unused_async)]
+    async fn serve_metrics(&self) -> Result<Option<()>, ServiceError> {
+        Ok(None)
     }
 }
 

@@ -100,6 +100,7 @@ pub(super) fn deliver(inner: &Inner, delivery: Delivery) -> Result<Ack, Error> {
     sender.try_send(event).map_err(|e| match e {
         mpsc::error::TrySendError::Full(_) => {
             inner.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::observe::dropped("registry", "buffer_full");
             tracing::warn!(subscriber = %delivery.subscriber, "subscriber buffer full; message refused");
             Error::new(BROKER_SERVICE, "subscriber buffer full", 429)
         }
