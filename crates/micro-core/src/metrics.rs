@@ -7,7 +7,7 @@
 //! `MICRO_METRICS_ADDRESS=host:port` is set or [`Service::metrics_address`](crate::Service::metrics_address) was
 //! called; a program without a service calls [`serve`]. Other paths answer 404.
 //!
-//! Names follow the OpenTelemetry semantic conventions v1.45.0 for RPC, mapped to
+//! Names follow the OpenTelemetry semantic conventions v1.40.0 for RPC (as the traces), mapped to
 //! Prometheus (dots become `_`, the unit `s` becomes `_seconds`, counters end in
 //! `_total`); what has no OpenTelemetry equivalent is named `micro_*`:
 //!
@@ -88,7 +88,7 @@ pub use prometheus_client;
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// The OpenTelemetry semantic conventions version the names follow.
-pub const SEMCONV_VERSION: &str = "1.45.0";
+pub const SEMCONV_VERSION: &str = crate::telemetry::semconv::VERSION;
 
 /// The buckets of the duration histograms, in seconds (OpenTelemetry's advice for
 /// RPC durations).
