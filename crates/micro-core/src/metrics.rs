@@ -326,29 +326,9 @@ pub fn encode() -> String {
     text
 }
 
-/// The name of a gRPC code, as `rpc_status_code` has it (`OK`, `UNAVAILABLE`).
-pub(crate) fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
+/// The name of a gRPC code, as `rpc_status_code` has it (`OK`, `UNAVAILABLE`): the
+/// traces' name for it.
+pub(crate) use crate::telemetry::semconv::code_name;
 
 fn call_labels(service: &str, method: &str, code: tonic::Code) -> CallLabels {
     CallLabels {
