@@ -289,7 +289,11 @@ async fn one_trace_across_cli_consignment_vessel_and_the_event() {
     let published = sample(
         &metrics,
         "micro_broker_messages_published_total",
-        &[("messaging_destination_name", TOPIC), ("result", "ok")],
+        &[
+            ("messaging_system", "registry"),
+            ("messaging_destination_name", TOPIC),
+            ("result", "ok"),
+        ],
     );
     assert!(published >= 1.0, "published {published} events on {TOPIC}");
 
