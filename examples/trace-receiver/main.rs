@@ -8,8 +8,9 @@
 //! It listens on `ADDRESS` (default `127.0.0.1:4317`, OTLP/gRPC's port), so a
 //! program exports to it with `OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317`.
 //! On SIGTERM or SIGINT, or once no span has come for `--quiet` seconds (after the
-//! first one), it prints each trace to stdout (span names, the sending service's
-//! `service.name`, durations, children indented under their parent) and exits 0.
+//! first one), it prints each trace to stdout (span names, kinds, the sending
+//! service's `service.name`, durations, children indented under their parent) and
+//! exits 0.
 //! It speaks no mDNS: a plain gRPC server on loopback.
 
 #[path = "../../crates/micro-core/tests/support/otlp.rs"]
@@ -180,6 +181,7 @@ mod tests {
                 span_id: vec![id; 8],
                 parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
                 name: format!("span {id}"),
+                kind: if parent.is_some() { 3 } else { 2 },
                 start_time_unix_nano: start,
                 end_time_unix_nano: start + ms * 1_000_000,
                 ..Default::default()
@@ -187,15 +189,30 @@ mod tests {
         }
     }
 
+    fn attempt(mut span: otlp::Received) -> otlp::Received {
+        span.span
+            .attributes
+            .push(opentelemetry_proto::tonic::common::v1::KeyValue {
+                key: "micro.attempt".to_string(),
+                value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                    value: Some(
+                        opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(1),
+                    ),
+                }),
+                ..Default::default()
+            });
+        span
+    }
+
     #[test]
-    fn draws_each_trace_as_a_tree_of_names_services_and_durations() {
+    fn draws_each_trace_as_a_tree_of_names_kinds_services_and_durations() {
         // Out of order, two traces, one span whose parent never came.
         let spans = [
             span("b", 1, 3, Some(2), 30, 5),
             span("c", 2, 9, None, 5, 1),
             span("a", 1, 1, None, 10, 40),
             span("a", 1, 4, Some(1), 50, 2),
-            span("a", 1, 2, Some(1), 20, 20),
+            attempt(span("a", 1, 2, Some(1), 20, 20)),
             span("b", 1, 7, Some(6), 60, 3),
         ];
         let drawn = otlp::trees(&spans);
@@ -206,13 +223,13 @@ mod tests {
             lines,
             [
                 format!("trace {two} (1 span)"),
-                "  span 9  c    1.000 ms".to_string(),
+                "  span 9  server  c    1.000 ms".to_string(),
                 format!("trace {one} (5 spans)"),
-                "  span 1      a   40.000 ms".to_string(),
-                "    span 2    a   20.000 ms".to_string(),
-                "      span 3  b    5.000 ms".to_string(),
-                "    span 4    a    2.000 ms".to_string(),
-                "  span 7      b    3.000 ms".to_string(),
+                "  span 1                server  a   40.000 ms".to_string(),
+                "    span 2 (attempt 1)  client  a   20.000 ms".to_string(),
+                "      span 3            client  b    5.000 ms".to_string(),
+                "    span 4              client  a    2.000 ms".to_string(),
+                "  span 7                client  b    3.000 ms".to_string(),
             ]
         );
     }

@@ -19,6 +19,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
 /// One received span, with the `service.name` of the resource that sent it.
 #[derive(Clone, Debug)]
@@ -155,8 +156,9 @@ pub(crate) async fn listen(address: &str) -> std::io::Result<(std::net::SocketAd
 }
 
 /// The spans as trees, one per trace, the trace that started first first: each span
-/// on a line of its own (name, `service.name`, duration), indented under its parent,
-/// siblings in the order they started. A span whose parent was not received is
+/// on a line of its own (name, kind, `service.name`, duration), indented under its
+/// parent, siblings in the order they started; a call's attempts (`micro.attempt`)
+/// are marked as such, since they share the call's name. A span whose parent was not received is
 /// drawn as a root of its trace.
 pub(crate) fn trees(spans: &[Received]) -> String {
     let mut traces: BTreeMap<String, Vec<&Received>> = BTreeMap::new();
@@ -174,7 +176,7 @@ pub(crate) fn trees(spans: &[Received]) -> String {
         )
     });
 
-    // Each line as (depth, name, service, duration), to align the columns after.
+    // Each line as (depth, name, kind, service, duration), to align the columns after.
     let mut out = String::new();
     for (id, spans) in &traces {
         let ids: HashSet<String> = spans.iter().map(|s| s.span_id()).collect();
@@ -198,26 +200,23 @@ pub(crate) fn trees(spans: &[Received]) -> String {
             spans.len(),
             if spans.len() == 1 { "" } else { "s" }
         );
-        let name_width = lines
-            .iter()
-            .map(|(depth, name, _, _)| 2 * depth + name.chars().count())
-            .max()
-            .unwrap_or(0);
-        let service_width = lines
-            .iter()
-            .map(|(_, _, service, _)| service.chars().count())
-            .max()
-            .unwrap_or(0);
-        for (depth, name, service, duration) in lines {
+        let width = |column: fn(&Line) -> usize| lines.iter().map(column).max().unwrap_or(0);
+        let name_width = width(|l| 2 * l.0 + l.1.chars().count());
+        let kind_width = width(|l| l.2.len());
+        let service_width = width(|l| l.3.chars().count());
+        for (depth, name, kind, service, duration) in lines {
             let indented = format!("{}{name}", "  ".repeat(depth));
             let _ = writeln!(
                 out,
-                "  {indented:<name_width$}  {service:<service_width$}  {duration:>10}"
+                "  {indented:<name_width$}  {kind:<kind_width$}  {service:<service_width$}  {duration:>10}"
             );
         }
     }
     out
 }
+
+/// A span drawn: depth, name, kind, service, duration.
+type Line = (usize, String, &'static str, String, String);
 
 /// Adds `span`'s line and, under it, its children's.
 fn walk(
@@ -225,20 +224,37 @@ fn walk(
     depth: usize,
     spans: &[&Received],
     drawn: &mut HashSet<String>,
-    lines: &mut Vec<(usize, String, String, String)>,
+    lines: &mut Vec<Line>,
 ) {
     let id = span.span_id();
     if !drawn.insert(id.clone()) {
         return;
     }
+    let name = match span.attr("micro.attempt") {
+        Some(attempt) => format!("{} (attempt {attempt})", span.name()),
+        None => span.name().to_string(),
+    };
     lines.push((
         depth,
-        span.name().to_string(),
+        name,
+        kind(&span.span),
         span.service.clone(),
         duration(&span.span),
     ));
     for child in spans.iter().filter(|s| s.parent_id() == id) {
         walk(child, depth + 1, spans, drawn, lines);
+    }
+}
+
+/// A span's kind, as a word (`server`, `client`, ...).
+fn kind(span: &Span) -> &'static str {
+    match SpanKind::try_from(span.kind) {
+        Ok(SpanKind::Internal) => "internal",
+        Ok(SpanKind::Server) => "server",
+        Ok(SpanKind::Client) => "client",
+        Ok(SpanKind::Producer) => "producer",
+        Ok(SpanKind::Consumer) => "consumer",
+        Ok(SpanKind::Unspecified) | Err(_) => "-",
     }
 }
 
