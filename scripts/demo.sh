@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The worked example end to end: vessel and consignment services, then the CLI.
+# The worked example end to end: vessel and consignment services, then the CLI,
+# and at the end the booking's trace, as a receiver on loopback got it over OTLP.
 # Run it through `make demo`, which builds first and runs this inside a private
 # network namespace; mDNS is kept on loopback either way.
 set -euo pipefail
@@ -10,12 +11,27 @@ export RUST_LOG=${RUST_LOG:-info}
 bin=${CARGO_TARGET_DIR:-target}/debug/examples
 logs=$(mktemp -d)
 pids=()
+receiver=
 
 stop_all() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}" $receiver; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}" $receiver; do wait "$pid" 2>/dev/null || true; done
 }
 trap stop_all EXIT
+
+# The trace receiver first, so the services and the CLI export their spans to it.
+otlp=${DEMO_OTLP_ADDRESS:-127.0.0.1:4317}
+"$bin/trace-receiver" "$otlp" >"$logs/trace.txt" 2>"$logs/trace-receiver.log" &
+receiver=$!
+for _ in $(seq 1 100); do
+    grep -q "listening on" "$logs/trace-receiver.log" && break
+    if ! kill -0 "$receiver" 2>/dev/null; then
+        echo "trace-receiver did not start:"; cat "$logs/trace-receiver.log"; exit 1
+    fi
+    sleep 0.1
+done
+grep -q "listening on" "$logs/trace-receiver.log" || { echo "trace-receiver did not start"; exit 1; }
+export OTEL_EXPORTER_OTLP_ENDPOINT=http://$otlp
 
 start() {
     local name=$1
@@ -56,4 +72,11 @@ status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
 echo "services stopped (exit status $status):"
 grep -h "deregistered" "$logs"/*.log | sed -e 's/^.*INFO //'
+
+# The services flushed their spans as they stopped; now the receiver prints them.
+kill -TERM "$receiver"
+wait "$receiver" || { echo "trace-receiver failed:"; cat "$logs/trace-receiver.log"; status=1; }
+echo
+echo "the booking's trace, then the other traces the receiver got:"
+cat "$logs/trace.txt"
 exit "$status"

@@ -1,7 +1,8 @@
 //! The worked example's trace: vessel, consignment and the CLI as real processes
 //! exporting over OTLP/gRPC (`OTEL_EXPORTER_OTLP_ENDPOINT`) to a receiver in this
 //! test. Booking one consignment must make one trace across the three processes and
-//! the `consignment.created` event's delivery.
+//! the `consignment.created` event's delivery. Consignment also serves its Prometheus
+//! metrics (`MICRO_METRICS_ADDRESS`), scraped after the booking.
 //!
 //! Run inside a private network namespace (`make test` does); every process is told
 //! `MICRO_MDNS_INTERFACES=loopback`.
@@ -12,6 +13,8 @@
 #[path = "../crates/micro-core/tests/support/otlp.rs"]
 mod otlp;
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,8 +50,9 @@ fn example(name: &str) -> PathBuf {
 struct Running(Child);
 
 impl Running {
-    fn start(name: &str, endpoint: &str) -> Self {
+    fn start(name: &str, endpoint: &str, envs: &[(&str, &str)]) -> Self {
         let child = Command::new(example(name))
+            .envs(envs.iter().copied())
             .env("MICRO_MDNS_INTERFACES", "loopback")
             .env("RUST_LOG", "warn")
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
@@ -90,6 +94,102 @@ async fn wait_for(registry: &MdnsRegistry, name: &str) {
     }
 }
 
+/// A loopback address no one listens on, for a child process to serve on.
+fn free_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().expect("local address").to_string()
+}
+
+/// `GET /metrics` over plain HTTP/1.1 (retried while the server is not up yet): the
+/// body of the 200 answer.
+fn scrape(address: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpStream::connect(address) {
+            Ok(mut stream) => {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                write!(
+                    stream,
+                    "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer).unwrap();
+                let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+                assert!(head.starts_with("HTTP/1.1 200"), "scrape answered {head}");
+                // The text is sent whole, with its length: no chunks to take apart.
+                assert!(
+                    !head
+                        .to_ascii_lowercase()
+                        .contains("transfer-encoding: chunked"),
+                    "chunked answer: {head}"
+                );
+                return body.to_string();
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "metrics on {address}: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// A Prometheus text line's labels: `name{a="x",b="y"} 3` gives `[(a, x), (b, y)]`.
+fn labels(set: &str) -> Vec<(String, String)> {
+    let mut labels = Vec::new();
+    let mut rest = set;
+    while let Some((key, value)) = rest.split_once("=\"") {
+        let mut text = String::new();
+        let mut chars = value.char_indices();
+        let mut end = value.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, escaped)) = chars.next() {
+                        text.push(if escaped == 'n' { '\n' } else { escaped });
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => text.push(c),
+            }
+        }
+        labels.push((key.trim_start_matches(',').trim().to_string(), text));
+        rest = &value[end..];
+    }
+    labels
+}
+
+/// The value of the one sample of `name` whose labels include `wanted`; fails
+/// unless there is exactly one.
+fn sample(metrics: &str, name: &str, wanted: &[(&str, &str)]) -> f64 {
+    let found: Vec<f64> = metrics
+        .lines()
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let set = series
+                .strip_prefix(name)?
+                .strip_prefix('{')?
+                .strip_suffix('}')?;
+            let have = labels(set);
+            wanted
+                .iter()
+                .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+                .then(|| value.parse::<f64>().expect("a sample's value"))
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {name} sample with {wanted:?}, got {found:?} in:\n{metrics}"
+    );
+    found[0]
+}
+
 fn kind(span: &Received) -> SpanKind {
     SpanKind::try_from(span.span.kind).unwrap_or(SpanKind::Unspecified)
 }
@@ -116,8 +216,17 @@ async fn one_trace_across_cli_consignment_vessel_and_the_event() {
         .loopback_only()
         .build()
         .expect("mdns registry");
-    let vessel = Running::start("vessel", &endpoint);
-    let consignment = Running::start("consignment", &endpoint);
+    // Without the `metrics` feature the examples have no metrics to serve.
+    let metrics_address = cfg!(feature = "metrics").then(free_address);
+    let vessel = Running::start("vessel", &endpoint, &[]);
+    let consignment = Running::start(
+        "consignment",
+        &endpoint,
+        &metrics_address
+            .as_deref()
+            .map(|address| vec![("MICRO_METRICS_ADDRESS", address)])
+            .unwrap_or_default(),
+    );
     wait_for(&registry, VESSEL).await;
     wait_for(&registry, CONSIGNMENT).await;
 
@@ -143,6 +252,57 @@ async fn one_trace_across_cli_consignment_vessel_and_the_event() {
             spans.iter().any(|s| s.name() == process_name)
         })
         .await;
+
+    // The booking as consignment's metrics count it: the call it served, its call to
+    // vessel, and the event it published.
+    if let Some(metrics_address) = &metrics_address {
+        let metrics = scrape(metrics_address);
+        let served_calls = sample(
+            &metrics,
+            "rpc_server_call_duration_seconds_count",
+            &[
+                ("rpc_system_name", "grpc"),
+                ("micro_service", CONSIGNMENT),
+                (
+                    "rpc_method",
+                    "go.micro.srv.consignment.ShippingService/CreateConsignment",
+                ),
+                ("rpc_status_code", "OK"),
+            ],
+        );
+        assert!(
+            served_calls >= 1.0,
+            "served CreateConsignment {served_calls} times"
+        );
+        let vessel_calls = sample(
+            &metrics,
+            "rpc_client_call_duration_seconds_count",
+            &[
+                ("rpc_system_name", "grpc"),
+                ("micro_service", VESSEL),
+                (
+                    "rpc_method",
+                    "go.micro.srv.vessel.VesselService/FindAvailable",
+                ),
+                ("rpc_status_code", "OK"),
+            ],
+        );
+        assert!(
+            vessel_calls >= 1.0,
+            "called FindAvailable {vessel_calls} times"
+        );
+        let published = sample(
+            &metrics,
+            "micro_broker_messages_published_total",
+            &[
+                ("messaging_system", "registry"),
+                ("messaging_destination_name", TOPIC),
+                ("result", "ok"),
+            ],
+        );
+        assert!(published >= 1.0, "published {published} events on {TOPIC}");
+    }
+
     consignment.stop();
     vessel.stop();
     let spans = received

@@ -1,6 +1,13 @@
-//! An OTLP/gRPC trace receiver for the tests: it collects every span exported to it.
+//! An OTLP/gRPC trace receiver: it collects every span exported to it, and draws the
+//! traces it got as trees. The tests include it, and so does the demo's
+//! `examples/trace-receiver`.
 
-use std::collections::HashMap;
+// Each crate that includes this module uses only part of it; what one leaves unused
+// is not dead.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,6 +19,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
 /// One received span, with the `service.name` of the resource that sent it.
 #[derive(Clone, Debug)]
@@ -128,12 +136,132 @@ impl TraceService for Receiver {
 
 /// Starts a receiver on loopback: its `http://` endpoint and its spans.
 pub(crate) async fn start() -> (String, Spans) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
+    let (address, spans) = listen("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("starting the OTLP receiver: {e}"));
+    (format!("http://{address}"), spans)
+}
+
+/// Starts a receiver listening on `address` (`host:port`, port 0 for any), serving
+/// in a task of its own: the address it got, and its spans.
+pub(crate) async fn listen(address: &str) -> std::io::Result<(std::net::SocketAddr, Spans)> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let address = listener.local_addr()?;
     let spans = Spans::default();
     let server = tonic::transport::Server::builder()
         .add_service(TraceServiceServer::new(Receiver(spans.clone())))
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
     tokio::spawn(server);
-    (format!("http://{address}"), spans)
+    Ok((address, spans))
+}
+
+/// The spans as trees, one per trace, the trace that started first first: each span
+/// on a line of its own (name, kind, `service.name`, duration), indented under its
+/// parent, siblings in the order they started; a call's attempts (`micro.attempt`)
+/// are marked as such, since they share the call's name. A span whose parent was not received is
+/// drawn as a root of its trace.
+pub(crate) fn trees(spans: &[Received]) -> String {
+    let mut traces: BTreeMap<String, Vec<&Received>> = BTreeMap::new();
+    for span in spans {
+        traces.entry(span.trace_id()).or_default().push(span);
+    }
+    let mut traces: Vec<(String, Vec<&Received>)> = traces.into_iter().collect();
+    for (_, spans) in &mut traces {
+        spans.sort_by_key(|s| (s.span.start_time_unix_nano, s.span.end_time_unix_nano));
+    }
+    traces.sort_by_key(|(id, spans)| {
+        (
+            spans.first().map_or(0, |s| s.span.start_time_unix_nano),
+            id.clone(),
+        )
+    });
+
+    // Each line as (depth, name, kind, service, duration), to align the columns after.
+    let mut out = String::new();
+    for (id, spans) in &traces {
+        let ids: HashSet<String> = spans.iter().map(|s| s.span_id()).collect();
+        let mut lines = Vec::new();
+        let mut drawn = HashSet::new();
+        for root in spans
+            .iter()
+            .filter(|s| s.span.parent_span_id.is_empty() || !ids.contains(&s.parent_id()))
+        {
+            walk(root, 0, spans, &mut drawn, &mut lines);
+        }
+        // Spans in a parent cycle (never from a sane exporter) are listed flat.
+        for span in spans {
+            if !drawn.contains(&span.span_id()) {
+                walk(span, 0, spans, &mut drawn, &mut lines);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "trace {id} ({} span{})",
+            spans.len(),
+            if spans.len() == 1 { "" } else { "s" }
+        );
+        let width = |column: fn(&Line) -> usize| lines.iter().map(column).max().unwrap_or(0);
+        let name_width = width(|l| 2 * l.0 + l.1.chars().count());
+        let kind_width = width(|l| l.2.len());
+        let service_width = width(|l| l.3.chars().count());
+        for (depth, name, kind, service, duration) in lines {
+            let indented = format!("{}{name}", "  ".repeat(depth));
+            let _ = writeln!(
+                out,
+                "  {indented:<name_width$}  {kind:<kind_width$}  {service:<service_width$}  {duration:>10}"
+            );
+        }
+    }
+    out
+}
+
+/// A span drawn: depth, name, kind, service, duration.
+type Line = (usize, String, &'static str, String, String);
+
+/// Adds `span`'s line and, under it, its children's.
+fn walk(
+    span: &Received,
+    depth: usize,
+    spans: &[&Received],
+    drawn: &mut HashSet<String>,
+    lines: &mut Vec<Line>,
+) {
+    let id = span.span_id();
+    if !drawn.insert(id.clone()) {
+        return;
+    }
+    let name = match span.attr("micro.attempt") {
+        Some(attempt) => format!("{} (attempt {attempt})", span.name()),
+        None => span.name().to_string(),
+    };
+    lines.push((
+        depth,
+        name,
+        kind(&span.span),
+        span.service.clone(),
+        duration(&span.span),
+    ));
+    for child in spans.iter().filter(|s| s.parent_id() == id) {
+        walk(child, depth + 1, spans, drawn, lines);
+    }
+}
+
+/// A span's kind, as a word (`server`, `client`, ...).
+fn kind(span: &Span) -> &'static str {
+    match SpanKind::try_from(span.kind) {
+        Ok(SpanKind::Internal) => "internal",
+        Ok(SpanKind::Server) => "server",
+        Ok(SpanKind::Client) => "client",
+        Ok(SpanKind::Producer) => "producer",
+        Ok(SpanKind::Consumer) => "consumer",
+        Ok(SpanKind::Unspecified) | Err(_) => "-",
+    }
+}
+
+/// A span's duration, in milliseconds with three figures after the point.
+fn duration(span: &Span) -> String {
+    let nanos = span
+        .end_time_unix_nano
+        .saturating_sub(span.start_time_unix_nano);
+    format!("{:.3} ms", nanos as f64 / 1e6)
 }
