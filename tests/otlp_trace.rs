@@ -370,6 +370,15 @@ async fn one_trace_across_cli_consignment_vessel_and_the_event() {
     assert_eq!(send.service, CONSIGNMENT);
     assert_eq!(send.trace_id(), trace);
     assert_eq!(send.parent_id(), served.span_id());
+    // The registry broker's delivery to vessel is a call inside the publish.
+    let delivery = one(&spans, "the broker's delivery call", |s| {
+        s.service == CONSIGNMENT
+            && kind(s) == SpanKind::Client
+            && !is_attempt(s)
+            && s.attr(semconv::MICRO_SERVICE).as_deref() == Some("micro.broker")
+    });
+    assert_eq!(delivery.trace_id(), trace);
+    assert_eq!(delivery.parent_id(), send.span_id());
     let process = one(&spans, "process", |s| s.name() == process_name);
     assert_eq!(process.service, VESSEL);
     assert_eq!(process.trace_id(), trace);

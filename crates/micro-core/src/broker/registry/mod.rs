@@ -57,6 +57,7 @@ use super::{
 use crate::config::{DEFAULT_REGISTER_INTERVAL, DEFAULT_REGISTER_TTL};
 use crate::server::Handler as Endpoints;
 use crate::{CallOptions, Client, Context, Error, Request, Server, addr};
+use tracing::Instrument;
 
 mod subscription;
 
@@ -455,31 +456,35 @@ impl Broker for RegistryBroker {
         let mut jobs = Vec::new();
         for node in &broadcast {
             let (this, d, node) = (self.clone(), delivery(node), node.clone());
+            // In the publish's span, so that the delivery call is part of its trace.
             jobs.push(tokio::spawn(
-                async move { this.send(&node, d, deadline).await },
+                async move { this.send(&node, d, deadline).await }.in_current_span(),
             ));
         }
         for mut members in queues {
             // One member per queue group; another one if it cannot be reached.
             let (this, d) = (self.clone(), delivery(&members[0]));
-            jobs.push(tokio::spawn(async move {
-                fastrand::shuffle(&mut members);
-                let mut last = String::from("no member of the queue group");
-                for node in &members {
-                    if Instant::now() >= deadline {
-                        break;
+            jobs.push(tokio::spawn(
+                async move {
+                    fastrand::shuffle(&mut members);
+                    let mut last = String::from("no member of the queue group");
+                    for node in &members {
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                        let d = Delivery {
+                            subscriber: node.id.clone(),
+                            ..d.clone()
+                        };
+                        match this.send(node, d, deadline).await {
+                            Ok(()) => return Ok(()),
+                            Err(e) => last = e,
+                        }
                     }
-                    let d = Delivery {
-                        subscriber: node.id.clone(),
-                        ..d.clone()
-                    };
-                    match this.send(node, d, deadline).await {
-                        Ok(()) => return Ok(()),
-                        Err(e) => last = e,
-                    }
+                    Err(last)
                 }
-                Err(last)
-            }));
+                .in_current_span(),
+            ));
         }
         let total = jobs.len();
         let mut failures = Vec::new();
