@@ -77,6 +77,6 @@ grep -h "deregistered" "$logs"/*.log | sed -e 's/^.*INFO //'
 kill -TERM "$receiver"
 wait "$receiver" || { echo "trace-receiver failed:"; cat "$logs/trace-receiver.log"; status=1; }
 echo
-echo "the booking's trace, then the other traces the receiver got:"
+echo "the traces the receiver got, the booking's first (its calls and its event):"
 cat "$logs/trace.txt"
 exit "$status"
