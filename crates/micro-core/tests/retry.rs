@@ -112,3 +112,95 @@ async fn retries_never_outlive_the_deadline() {
     assert!(took < Duration::from_millis(800), "{took:?}");
     assert!(err.code == 503 || err.code == 408, "{err}");
 }
+
+/// A node that is leaving: it speaks just enough HTTP/2 to take each request's
+/// HEADERS and answer GOAWAY(last stream 0, NO_ERROR), as a server does to requests
+/// that race its graceful shutdown. Returns its address and the requests it turned away.
+async fn going_away_node() -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SETTINGS: u8 = 4;
+    const HEADERS: u8 = 1;
+    const GOAWAY: u8 = 7;
+    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, flags, 0, 0, 0, 0];
+        f.extend_from_slice(payload);
+        f
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let turned_away = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&turned_away);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if socket.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                let _ = socket.write_all(&frame(SETTINGS, 0, &[])).await;
+                loop {
+                    let mut head = [0u8; 9];
+                    if socket.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let len = usize::from(head[0]) << 16
+                        | usize::from(head[1]) << 8
+                        | usize::from(head[2]);
+                    let mut payload = vec![0u8; len];
+                    if socket.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    match head[3] {
+                        SETTINGS if head[4] & 1 == 0 => {
+                            let _ = socket.write_all(&frame(SETTINGS, 1, &[])).await;
+                        }
+                        HEADERS => {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            // Last stream id 0, error code NO_ERROR: nothing was processed.
+                            let _ = socket.write_all(&frame(GOAWAY, 0, &[0; 8])).await;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (address, turned_away)
+}
+
+#[tokio::test]
+async fn a_request_turned_away_by_goaway_is_sent_to_another_node() {
+    let registry = registry();
+    let (address, turned_away) = going_away_node().await;
+    let leaving = micro_core::registry::Service::new("leaving")
+        .node(micro_core::registry::Node::new("leaving-1", address));
+    registry
+        .register(&leaving, Default::default())
+        .await
+        .unwrap();
+    let good = start("leaving", &registry, |s| {
+        s.handle(handler("Svc", |_, _: Msg| async move { Ok(msg("ok")) }))
+            .unwrap()
+    })
+    .await;
+    // Round robin with ejection off: every other call starts on the leaving node.
+    let client = Client::builder(Arc::clone(&registry), Arc::new(TcpTransport::default()))
+        .selector(RoundRobin::new())
+        .ejection(Ejection::default().consecutive_failures(0))
+        .build();
+    for _ in 0..10 {
+        let reply: Msg = client
+            .call("leaving", PATH, Request::new(msg("x"), CallOptions::new()))
+            .await
+            .unwrap();
+        assert_eq!(reply.text, "ok");
+    }
+    let turned_away = turned_away.load(Ordering::SeqCst);
+    assert!(
+        turned_away >= 5,
+        "the leaving node saw {turned_away} requests, expected every other call"
+    );
+    good.stop().await.unwrap();
+}

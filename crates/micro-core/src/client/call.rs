@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::Client;
-use super::error::{client_error, is_connection_failure};
+use super::error::{client_error, is_connection_failure, is_refused_by_go_away};
 use super::pool::ContentSubtype;
 use crate::stream::Receiver;
 use crate::telemetry::{self, TARGET, semconv};
@@ -264,9 +264,14 @@ impl Client {
                 Ok(Err(status)) => status,
             };
             let refused = is_connection_failure(&status);
+            let turned_away = !refused && is_refused_by_go_away(&status);
             tried.push(node.address.clone());
             if refused {
                 self.refused(service, node);
+            } else if turned_away {
+                // The node is leaving and said so; not a failure of the node, and the
+                // request never reached a handler: try another.
+                tracing::debug!(service, node = %node.id, "request turned away by GOAWAY");
             } else if status.code() == tonic::Code::Unavailable {
                 self.failed(service, node);
                 // UNAVAILABLE is worth retrying elsewhere, not again on the same node;
@@ -280,7 +285,8 @@ impl Client {
                 return Err(client_error(status));
             }
             tracing::debug!(service, node = %node.id, error = %status.message(), attempt = n, "retryable failure");
-            last_refused = refused;
+            // Neither request left for a handler: the next node is tried at once.
+            last_refused = refused || turned_away;
             last_error = Some(Error::service_unavailable(
                 "go.micro.client",
                 format!(
@@ -289,6 +295,8 @@ impl Client {
                     node.address,
                     if refused {
                         "unreachable"
+                    } else if turned_away {
+                        "going away"
                     } else {
                         "unavailable"
                     },

@@ -53,6 +53,22 @@ pub(super) fn is_connection_failure(status: &tonic::Status) -> bool {
     false
 }
 
+/// Whether the node turned the request away unprocessed: its GOAWAY named a last
+/// stream below this one, so no handler saw it. A node that is shutting down does
+/// this to requests racing its GOAWAY; like a refused connection, it is safe to send
+/// the request to another node (gRPC's "transparent retry").
+pub(super) fn is_refused_by_go_away(status: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    let mut source = status.source();
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote();
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// A call with JSON whose messages have no JSON form: refused before anything is sent.
 pub(super) fn no_json_form() -> Error {
     Error::bad_request(
