@@ -63,12 +63,21 @@ doc: deps
 package: deps
 	$(CARGO) package --workspace --exclude micro-examples --all-features $(PACKAGE_FLAGS)
 
+# The rpc table is micro-core's default build (spans and the log, nothing else); the
+# observability table builds the bench again with the features otel, then otel and
+# metrics (the examples' build), and last exports every span over OTLP.
 bench:
 	$(CARGO) build --release --examples
 	$(CARGO) bench --no-run -p micro-registry --bench discovery
-	$(CARGO) bench --no-run --bench rpc
+	$(CARGO) bench --no-run --bench rpc --no-default-features
+	$(CARGO) bench --no-run --bench rpc --no-default-features --features otel
+	$(CARGO) bench --no-run --bench rpc --features otel,metrics
 	$(NETNS) $(CARGO) bench --offline -p micro-registry --bench discovery
-	$(NETNS) $(CARGO) bench --offline --bench rpc
+	$(NETNS) $(CARGO) bench --offline --bench rpc --no-default-features
+	@echo
+	$(NETNS) $(CARGO) bench --offline --bench rpc --no-default-features --features otel -- --observability --header
+	$(NETNS) $(CARGO) bench --offline --bench rpc --features otel,metrics -- --observability
+	$(NETNS) $(CARGO) bench --offline --bench rpc --features otel,metrics -- --observability --otlp
 
 # The examples with the etcd registry and the NATS broker compiled in (the options
 # only add choices); the suite starts them as processes, inside the namespace.

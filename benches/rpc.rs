@@ -191,27 +191,90 @@ async fn start_tonic() -> tonic_echo::echo_client::EchoClient<tonic::transport::
     tonic_echo::echo_client::EchoClient::new(channel)
 }
 
-async fn rpc() {
-    // micro: a service found by name through a (memory) registry, called by its client.
+/// micro's echo service, found by name through a memory registry, with `setup`
+/// applied to the service (e.g. an OTLP endpoint); returns its client and a handle
+/// that stops it.
+async fn start_micro(
+    setup: impl FnOnce(Service) -> Service,
+) -> (
+    micro_echo::EchoService,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), micro_core::ServiceError>>,
+) {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let service = Service::new("micro.bench")
         .unwrap()
         .address("127.0.0.1:0")
         .registry(Arc::clone(&registry));
-    let service = service.handle(micro_echo::echo_handler(MicroEcho)).unwrap();
+    let service = setup(service.handle(micro_echo::echo_handler(MicroEcho)).unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let micro_task = tokio::spawn(service.run_until(async move {
+    let task = tokio::spawn(service.run_until(async move {
         let _ = stopped.await;
     }));
     while registry.get_service("micro.bench").await.is_err() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let micro = micro_echo::EchoService::new(
+    let client = micro_echo::EchoService::new(
         "micro.bench",
         Client::new(Arc::clone(&registry), Arc::new(TcpTransport::default())),
     );
+    (client, stop, task)
+}
 
-    // raw tonic: tonic's generated server and client, one channel.
+/// Rounds per point: `BENCH_ROUNDS`, else [`ROUNDS`].
+fn rounds() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS)
+}
+
+/// One point, tonic and micro in turn: the comparison, and how many calls micro made
+/// (warm-up included).
+async fn point(
+    tonic: &tonic_echo::echo_client::EchoClient<tonic::transport::Channel>,
+    micro: &micro_echo::EchoService,
+    size: usize,
+    concurrency: usize,
+) -> (Comparison, usize) {
+    let data = vec![7u8; size];
+    let call_tonic = {
+        let (client, data) = (tonic.clone(), data.clone());
+        move || {
+            let mut client = client.clone();
+            let data = data.clone();
+            async move {
+                client.say(tonic_echo::Payload { data }).await.unwrap();
+            }
+        }
+    };
+    let call_micro = {
+        let (client, data) = (micro.clone(), data.clone());
+        move || {
+            let client = client.clone();
+            let data = data.clone();
+            async move {
+                client.say(micro_echo::Payload { data }).await.unwrap();
+            }
+        }
+    };
+    drive(concurrency, WARMUP, call_tonic.clone()).await;
+    let mut micro_calls = drive(concurrency, WARMUP, call_micro.clone())
+        .await
+        .latencies
+        .len();
+    let (mut t, mut m) = (Vec::new(), Vec::new());
+    for _ in 0..rounds() {
+        t.push(round(drive(concurrency, RUN, call_tonic.clone()).await));
+        let sample = drive(concurrency, RUN, call_micro.clone()).await;
+        micro_calls += sample.latencies.len();
+        m.push(round(sample));
+    }
+    (compare(&t, &m), micro_calls)
+}
+
+async fn rpc() {
+    let (micro, stop, micro_task) = start_micro(|s| s).await;
     let tonic = start_tonic().await;
 
     println!(
@@ -220,39 +283,7 @@ async fn rpc() {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for size in [64usize, 4096] {
         for concurrency in [1usize, 16, 64] {
-            let data = vec![7u8; size];
-            let call_tonic = {
-                let (client, data) = (tonic.clone(), data.clone());
-                move || {
-                    let mut client = client.clone();
-                    let data = data.clone();
-                    async move {
-                        client.say(tonic_echo::Payload { data }).await.unwrap();
-                    }
-                }
-            };
-            let call_micro = {
-                let (client, data) = (micro.clone(), data.clone());
-                move || {
-                    let client = client.clone();
-                    let data = data.clone();
-                    async move {
-                        client.say(micro_echo::Payload { data }).await.unwrap();
-                    }
-                }
-            };
-            drive(concurrency, WARMUP, call_tonic.clone()).await;
-            drive(concurrency, WARMUP, call_micro.clone()).await;
-            let (mut t, mut m) = (Vec::new(), Vec::new());
-            let rounds = std::env::var("BENCH_ROUNDS")
-                .ok()
-                .and_then(|r| r.parse().ok())
-                .unwrap_or(ROUNDS);
-            for _ in 0..rounds {
-                t.push(round(drive(concurrency, RUN, call_tonic.clone()).await));
-                m.push(round(drive(concurrency, RUN, call_micro.clone()).await));
-            }
-            let c = compare(&t, &m);
+            let (c, _) = point(&tonic, &micro, size, concurrency).await;
             println!(
                 "| {size} B | {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
                 c.tonic_rps,
@@ -268,6 +299,160 @@ async fn rpc() {
     }
     let _ = stop.send(());
     let _ = micro_task.await;
+}
+
+/// What observability this build and run has on, as the table's first column says it.
+fn observability_label(otlp: bool) -> String {
+    let mut on = vec!["spans"];
+    if cfg!(feature = "otel") {
+        on.push("otel");
+    }
+    if cfg!(feature = "metrics") {
+        on.push("metrics");
+    }
+    if otlp {
+        on.push("OTLP export");
+    }
+    on.join(" + ")
+}
+
+/// `--observability [--otlp]`: the cost of what this build observes (its features
+/// `otel` and `metrics`; `make bench` builds it three ways), against raw tonic in the
+/// same process, which runs under the same subscriber. The service installs its
+/// default subscriber (the log at `info`, where micro's spans are); with `--otlp` it
+/// exports every span (the SDK's default sampler, parent-based always-on: 100 %) to a
+/// sink in a child process, which counts what it receives.
+async fn observability(otlp: bool, header: bool) {
+    if header {
+        println!(
+            "| on | payload | concurrency | tonic req/s | micro req/s | ratio | tonic p99 µs | micro p99 µs | p99 ratio |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+    }
+    let sink = if otlp { Some(OtlpSink::start()) } else { None };
+    let endpoint = sink.as_ref().map(|s| format!("http://{}", s.address));
+    let (micro, stop, micro_task) = start_micro(move |service| match endpoint {
+        #[cfg(feature = "otel")]
+        Some(url) => service.otlp_endpoint(url),
+        #[cfg(not(feature = "otel"))]
+        Some(_) => panic!("--otlp needs the feature otel"),
+        None => service,
+    })
+    .await;
+    let tonic = start_tonic().await;
+    let label = observability_label(otlp);
+    let mut calls = 0;
+    let started = Instant::now();
+    for (size, concurrency) in [(64usize, 1usize), (64, 16), (64, 64)] {
+        let (c, n) = point(&tonic, &micro, size, concurrency).await;
+        calls += n;
+        println!(
+            "| {label} | {size} B | {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} |",
+            c.tonic_rps,
+            c.micro_rps,
+            c.rps_ratio,
+            us(c.tonic_p99),
+            us(c.micro_p99),
+            c.p99_ratio,
+        );
+    }
+    // Stopping the service flushes its exporter (within its grace period).
+    let _ = stop.send(());
+    let _ = micro_task.await;
+    if let Some(sink) = sink {
+        let elapsed = started.elapsed().as_secs_f64();
+        let received = sink.finish();
+        // Each micro call makes three spans: the client's call, its attempt, the server's.
+        let made = 3 * calls;
+        println!(
+            "| {label}: spans made / exported to the sink | {made} ({:.0}/s) / {received} ({:.0}/s), {:.1} % | | | | | | | |",
+            made as f64 / elapsed,
+            received as f64 / elapsed,
+            100.0 * received as f64 / made.max(1) as f64,
+        );
+    }
+}
+
+/// An OTLP/gRPC trace sink in a child process (this binary with `--otlp-sink`): it
+/// decodes and counts the spans it receives, so that receiving them costs what a
+/// collector elsewhere would not cost micro's process, yet shares this machine's CPU.
+struct OtlpSink {
+    address: String,
+    child: std::process::Child,
+}
+
+impl OtlpSink {
+    fn start() -> Self {
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--otlp-sink", &address])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        while std::net::TcpStream::connect(&address).is_err() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Self { address, child }
+    }
+
+    /// Closes the sink's stdin, which ends it; returns the spans it received.
+    fn finish(mut self) -> u64 {
+        drop(self.child.stdin.take());
+        let out = self.child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+}
+
+/// The sink's side: serves OTLP/gRPC traces on `address` until stdin closes, then
+/// prints how many spans came.
+async fn otlp_sink(address: &str) {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[derive(Clone, Default)]
+    struct Count(Arc<AtomicU64>);
+
+    #[tonic::async_trait]
+    impl TraceService for Count {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let spans: usize = request
+                .into_inner()
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum();
+            self.0.fetch_add(spans as u64, Ordering::Relaxed);
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    let count = Count::default();
+    let address: std::net::SocketAddr = address.parse().unwrap();
+    let stdin_closed = async {
+        // Blocking read on a thread of its own: returns at end of file.
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        })
+        .await;
+    };
+    tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(count.clone()))
+        .serve_with_shutdown(address, stdin_closed)
+        .await
+        .unwrap();
+    println!("{}", count.0.load(Ordering::Relaxed));
 }
 
 /// How many calls the profile modes keep in flight: `PROFILE_CONCURRENCY`, default 16.
@@ -289,20 +474,7 @@ fn profile_size() -> usize {
 /// Only micro, `PROFILE_CONCURRENCY` calls of `PROFILE_SIZE` bytes in flight for 8 s:
 /// for `perf record`.
 async fn profile_micro() {
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let service = Service::new("micro.bench")
-        .unwrap()
-        .address("127.0.0.1:0")
-        .registry(Arc::clone(&registry));
-    let service = service.handle(micro_echo::echo_handler(MicroEcho)).unwrap();
-    tokio::spawn(service.run_until(std::future::pending()));
-    while registry.get_service("micro.bench").await.is_err() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let micro = micro_echo::EchoService::new(
-        "micro.bench",
-        Client::new(registry, Arc::new(TcpTransport::default())),
-    );
+    let (micro, _stop, _task) = start_micro(|s| s).await;
     let sample = drive(profile_concurrency(), Duration::from_secs(8), move || {
         let client = micro.clone();
         async move {
@@ -467,6 +639,14 @@ async fn main() {
     }
     if std::env::args().any(|a| a == "--profile-tonic") {
         return profile_tonic().await;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--otlp-sink") {
+        return otlp_sink(&args[i + 1]).await;
+    }
+    if args.iter().any(|a| a == "--observability") {
+        let flag = |name: &str| args.iter().any(|a| a == name);
+        return observability(flag("--otlp"), flag("--header")).await;
     }
     rpc().await;
     if std::env::args().any(|a| a == "--rpc-only") {

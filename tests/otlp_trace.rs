@@ -4,6 +4,10 @@
 //! the `consignment.created` event's delivery. Consignment also serves its Prometheus
 //! metrics (`MICRO_METRICS_ADDRESS`), scraped after the booking.
 //!
+//! What users meet when things go wrong is here too: a collector that is down or
+//! never answers must not hold a stopping service past its bounds, and idle or slow
+//! clients on `/metrics` must not keep scrapes or calls out.
+//!
 //! Run inside a private network namespace (`make test` does); every process is told
 //! `MICRO_MDNS_INTERFACES=loopback`.
 #![cfg(feature = "otel")]
@@ -17,6 +21,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use micro_core::registry::{MdnsRegistry, Registry};
@@ -63,15 +68,24 @@ impl Running {
         Self(child)
     }
 
-    fn stop(mut self) {
+    fn stop(self) {
+        self.stop_timed();
+    }
+
+    /// Sends SIGTERM; returns how long the process took to exit, and its status.
+    fn stop_timed(mut self) -> (Duration, std::process::ExitStatus) {
+        let started = Instant::now();
         let status = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.0.try_wait(), Ok(None)) {
-            assert!(Instant::now() < deadline, "did not stop within 10s");
+        let deadline = started + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.0.try_wait().expect("waiting for the child") {
+                return (started.elapsed(), status);
+            }
+            assert!(Instant::now() < deadline, "did not stop within 20 s");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -383,4 +397,121 @@ async fn one_trace_across_cli_consignment_vessel_and_the_event() {
     assert_eq!(process.service, VESSEL);
     assert_eq!(process.trace_id(), trace);
     assert_eq!(process.parent_id(), send.span_id());
+}
+
+/// A vessel booking through a client of this test: a call that makes vessel a span.
+async fn find_vessel(registry: &Arc<MdnsRegistry>) -> String {
+    let client = micro_core::Client::new(
+        Arc::clone(registry) as Arc<dyn Registry>,
+        Arc::new(micro_core::transport::TcpTransport::default()),
+    );
+    let vessels = micro_examples::vessel::VesselService::new(VESSEL, client);
+    vessels
+        .find_available(micro_examples::vessel::Specification {
+            capacity: 1,
+            max_weight: 100,
+        })
+        .await
+        .expect("vessel answers")
+        .vessel
+        .expect("a vessel")
+        .id
+}
+
+/// A collector that accepts connections and never says a word.
+fn hanging_collector() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    let address = listener.local_addr().expect("local address");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    format!("http://{address}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_down_or_hanging_does_not_hold_a_stopping_service() {
+    let registry = Arc::new(
+        MdnsRegistry::builder()
+            .loopback_only()
+            .build()
+            .expect("mdns registry"),
+    );
+    for (collector, endpoint) in [
+        ("down", format!("http://{}", free_address())),
+        ("hanging", hanging_collector()),
+    ] {
+        let vessel = Running::start("vessel", &endpoint, &[]);
+        wait_for(&registry, VESSEL).await;
+        // Spans to export: vessel's server span of this call.
+        assert_eq!(find_vessel(&registry).await, "vessel001");
+        let (took, status) = vessel.stop_timed();
+        eprintln!("collector {collector}: stopped in {took:?}");
+        assert!(
+            status.success(),
+            "collector {collector}: vessel exited with {status}"
+        );
+        // The example's bounds: its grace period (5 s, mostly unused: nothing is in
+        // flight) and two seconds to flush its spans.
+        assert!(
+            took < Duration::from_secs(7),
+            "collector {collector}: vessel took {took:?} to stop"
+        );
+        while registry.get_service(VESSEL).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_slow_clients_on_metrics_keep_neither_scrapes_nor_calls_out() {
+    let registry = Arc::new(
+        MdnsRegistry::builder()
+            .loopback_only()
+            .build()
+            .expect("mdns registry"),
+    );
+    let metrics_address = free_address();
+    let vessel = Running::start(
+        "vessel",
+        &format!("http://{}", free_address()),
+        &[("MICRO_METRICS_ADDRESS", metrics_address.as_str())],
+    );
+    wait_for(&registry, VESSEL).await;
+    scrape(&metrics_address);
+
+    // More connections than the endpoint keeps: silent ones, and ones stuck halfway
+    // through a request's head.
+    let mut idle: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(&metrics_address).expect("connecting to /metrics"))
+        .collect();
+    for stream in idle.iter_mut().skip(90) {
+        stream.write_all(b"GET /metr").expect("a partial request");
+    }
+    let started = Instant::now();
+    let metrics = scrape(&metrics_address);
+    let took = started.elapsed();
+    assert!(
+        metrics.contains("rpc_server_call_duration_seconds"),
+        "{metrics}"
+    );
+    assert!(took < Duration::from_secs(2), "a scrape took {took:?}");
+    assert_eq!(find_vessel(&registry).await, "vessel001");
+
+    // The oldest of them were cut to make room.
+    let oldest = &mut idle[0];
+    oldest
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let mut buf = [0u8; 16];
+    match oldest.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the oldest idle connection is still open: {other:?}"),
+    }
+    drop(idle);
+    let (_, status) = vessel.stop_timed();
+    assert!(status.success(), "vessel exited with {status}");
 }

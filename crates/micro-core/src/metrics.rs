@@ -497,25 +497,40 @@ pub async fn serve(address: &str) -> std::io::Result<MetricsServer> {
     Ok(MetricsServer { local_addr, task })
 }
 
+/// The most connections `/metrics` keeps open. A scraper needs one; more are kept
+/// for a few scrapers at once. Beyond it the oldest connection is cut for the new
+/// one, so that idle or slow clients can neither hold every descriptor of the
+/// process (which its gRPC listener shares) nor keep a scraper out.
+const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection may take to send a request's head (and how long it may sit
+/// idle between requests) before it is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn accept(listener: tokio::net::TcpListener) {
     // Connections end with the server: dropping the set aborts them.
     let mut connections = tokio::task::JoinSet::new();
+    // Oldest first.
+    let mut open = std::collections::VecDeque::with_capacity(MAX_CONNECTIONS);
     loop {
         tokio::select! {
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(ended) = connections.join_next_with_id(), if !connections.is_empty() => {
+                let id = match ended {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                open.retain(|(open_id, _): &(tokio::task::Id, tokio::task::AbortHandle)| *open_id != id);
+            }
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(async move {
-                        let io = hyper_util::rt::TokioIo::new(stream);
-                        let served = hyper::server::conn::http1::Builder::new()
-                            .timer(hyper_util::rt::TokioTimer::new())
-                            .header_read_timeout(Duration::from_secs(10))
-                            .serve_connection(io, hyper::service::service_fn(respond))
-                            .await;
-                        if let Err(e) = served {
-                            tracing::debug!(error = %e, "metrics connection ended with an error");
-                        }
-                    });
+                Ok((stream, peer)) => {
+                    if open.len() >= MAX_CONNECTIONS
+                        && let Some((_, oldest)) = open.pop_front()
+                    {
+                        tracing::debug!(%peer, "metrics connections at their limit: closing the oldest");
+                        oldest.abort();
+                    }
+                    let handle = connections.spawn(serve_connection(stream));
+                    open.push_back((handle.id(), handle));
                 }
                 Err(e) => {
                     // Out of file descriptors, say: wait rather than spin.
@@ -524,6 +539,18 @@ async fn accept(listener: tokio::net::TcpListener) {
                 }
             },
         }
+    }
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream) {
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(io, hyper::service::service_fn(respond))
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "metrics connection ended with an error");
     }
 }
 
