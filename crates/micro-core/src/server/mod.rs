@@ -49,9 +49,9 @@
 
 pub(crate) mod call;
 mod handler;
-mod observe;
 mod router;
 mod serve;
+mod span;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
 use super::call::{self, Body, RemoteAddr};
-use super::observe::Observed;
 use super::router::Stack;
+use super::span::Observed;
 use crate::ServiceError;
 
 /// The HTTP/2 client preface every connection starts with (RFC 9113 §3.4).
