@@ -140,11 +140,7 @@ impl<M: Message> Publisher<M> {
         crate::observe::published(self.broker.name(), &self.topic, result.is_ok());
         let result = result.map_err(broker_error);
         if let Err(e) = &result {
-            span.record(
-                crate::telemetry::semconv::ERROR_TYPE,
-                crate::telemetry::semconv::code_name(e.grpc_code()),
-            );
-            span.record("otel.status_code", "error");
+            telemetry::record_error(&span, e.grpc_code());
         }
         result
     }
@@ -243,11 +239,7 @@ where
             let result = handler(ctx, message).instrument(span.clone()).await;
             crate::observe::delivered(&event.topic, result.is_ok());
             if let Err(e) = &result {
-                span.record(
-                    crate::telemetry::semconv::ERROR_TYPE,
-                    crate::telemetry::semconv::code_name(e.grpc_code()),
-                );
-                span.record("otel.status_code", "error");
+                telemetry::record_error(&span, e.grpc_code());
             }
             result.map_err(|e| BrokerError::Handler(e.to_string()))
         })

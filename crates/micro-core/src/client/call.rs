@@ -84,8 +84,7 @@ fn record_status(span: &tracing::Span, code: tonic::Code) {
     let name = semconv::code_name(code);
     span.record(semconv::STATUS_CODE, name);
     if code != tonic::Code::Ok {
-        span.record(semconv::ERROR_TYPE, name);
-        span.record("otel.status_code", "error");
+        telemetry::record_error(span, code);
     }
 }
 

@@ -28,3 +28,10 @@ pub use propagation::{set_parent_from_headers, set_parent_from_message};
 
 /// The `tracing` target of micro's call and message spans.
 pub const TARGET: &str = "micro_core::rpc";
+
+/// Marks `span` failed with `code`: `error.type` names the code and the span's
+/// OpenTelemetry status is error.
+pub(crate) fn record_error(span: &tracing::Span, code: tonic::Code) {
+    span.record(semconv::ERROR_TYPE, semconv::code_name(code));
+    span.record("otel.status_code", "error");
+}
