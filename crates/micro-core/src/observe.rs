@@ -294,6 +294,24 @@ mod with_metrics {
             self.record(error.map_or(tonic::Code::Ok, crate::Error::grpc_code));
         }
 
+        /// A stream call: it ends with its stream (or with its error, if it never
+        /// opened), so its duration covers the whole stream.
+        pub(crate) fn stream<T>(
+            self,
+            opened: Result<crate::stream::Receiver<T>, crate::Error>,
+        ) -> Result<crate::stream::Receiver<T>, crate::Error> {
+            match opened {
+                Ok(receiver) => {
+                    let mut call = self;
+                    Ok(receiver.on_end(move |code| call.record(code)))
+                }
+                Err(e) => {
+                    self.finish(Some(&e));
+                    Err(e)
+                }
+            }
+        }
+
         fn record(&mut self, code: tonic::Code) {
             if self.recorded {
                 return;
@@ -396,6 +414,14 @@ mod without_metrics {
     impl ClientCall {
         #[inline]
         pub(crate) fn finish(self, _: Option<&crate::Error>) {}
+
+        #[inline]
+        pub(crate) fn stream<T>(
+            self,
+            opened: Result<crate::stream::Receiver<T>, crate::Error>,
+        ) -> Result<crate::stream::Receiver<T>, crate::Error> {
+            opened
+        }
     }
 
     #[inline]

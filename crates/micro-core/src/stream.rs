@@ -59,12 +59,17 @@ impl<T> Sender<T> {
 
 type Inner<T> = Pin<Box<dyn Stream<Item = Result<T, Error>> + Send>>;
 
+/// Told once how a stream ended: OK at its end, the error's code, CANCELLED when
+/// the receiver is dropped before the end.
+type OnEnd = Box<dyn FnOnce(tonic::Code) + Send>;
+
 /// Receives the messages of a stream from the peer: use [`Receiver::recv`], or use it
 /// as a [`Stream`].
 pub struct Receiver<T> {
     inner: Inner<T>,
     deadline: Option<Pin<Box<Sleep>>>,
     done: bool,
+    on_end: Option<OnEnd>,
 }
 
 impl<T> fmt::Debug for Receiver<T> {
@@ -84,6 +89,28 @@ impl<T> Receiver<T> {
             inner: Box::pin(stream),
             deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
             done: false,
+            on_end: None,
+        }
+    }
+
+    /// Calls `f` once with how the stream ended (the client closes its call's span
+    /// and records its duration there, so both cover the whole stream).
+    /// A second `f` runs after the first.
+    pub(crate) fn on_end(mut self, f: impl FnOnce(tonic::Code) + Send + 'static) -> Self {
+        self.on_end = Some(match self.on_end.take() {
+            Some(first) => Box::new(move |code| {
+                first(code);
+                f(code);
+            }),
+            None => Box::new(f),
+        });
+        self
+    }
+
+    fn end(&mut self, code: tonic::Code) {
+        self.done = true;
+        if let Some(f) = self.on_end.take() {
+            f(code);
         }
     }
 
@@ -102,7 +129,7 @@ impl<T> Stream for Receiver<T> {
         }
         if let Some(deadline) = self.deadline.as_mut() {
             if deadline.as_mut().poll(cx).is_ready() {
-                self.done = true;
+                self.end(tonic::Code::DeadlineExceeded);
                 return Poll::Ready(Some(Err(Error::timeout(
                     "go.micro.client",
                     "stream deadline exceeded",
@@ -111,14 +138,21 @@ impl<T> Stream for Receiver<T> {
         }
         match self.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Err(e))) => {
-                self.done = true;
+                self.end(e.grpc_code());
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
-                self.done = true;
+                self.end(tonic::Code::Ok);
                 Poll::Ready(None)
             }
             other => other,
         }
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        // Dropped before its end: the caller gave up on it.
+        self.end(tonic::Code::Cancelled);
     }
 }

@@ -359,3 +359,66 @@ async fn a_taken_metrics_address_fails_the_start() {
         other => panic!("expected a listen error, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_stream_call_is_measured_until_its_stream_ends() {
+    let registry = registry();
+    let metrics_address = refusing_address();
+    let service = start("metrics.streamer", &registry, {
+        let metrics_address = metrics_address.clone();
+        move |s| {
+            s.metrics_address(metrics_address)
+                .handle(
+                    micro_core::server::Handler::new("test", "Svc").server_streaming(
+                        "Count",
+                        "Msg",
+                        "Msg",
+                        |_, _: Msg, tx: micro_core::stream::Sender<Msg>| async move {
+                            for n in 0..3 {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                tx.send(msg(&n.to_string())).await?;
+                            }
+                            Ok(())
+                        },
+                    ),
+                )
+                .unwrap()
+        }
+    })
+    .await;
+    let client = Client::new(Arc::clone(&registry), Arc::new(TcpTransport::default()));
+    // Read to its end: OK, and the duration covers the three messages.
+    let mut stream = client
+        .server_streaming::<Msg, Msg>("metrics.streamer", "/test.Svc/Count", msg("go"))
+        .await
+        .unwrap();
+    let mut got = 0;
+    while let Some(item) = stream.recv().await {
+        item.unwrap();
+        got += 1;
+    }
+    assert_eq!(got, 3);
+    // Dropped after one message: CANCELLED.
+    let mut stream = client
+        .server_streaming::<Msg, Msg>("metrics.streamer", "/test.Svc/Count", msg("go"))
+        .await
+        .unwrap();
+    stream.recv().await.unwrap().unwrap();
+    drop(stream);
+
+    let (_, _, text) = get(&metrics_address, "/metrics").await.unwrap();
+    let series = |stat: &str, code: &str| {
+        format!(
+            "rpc_client_call_duration_seconds_{stat}{{rpc_system_name=\"grpc\",micro_service=\"metrics.streamer\",rpc_method=\"test.Svc/Count\",rpc_status_code=\"{code}\"}}"
+        )
+    };
+    assert_eq!(sample(&text, &series("count", "OK")), Some(1.0), "{text}");
+    let took = sample(&text, &series("sum", "OK")).unwrap();
+    assert!(took >= 0.3, "the stream's call took {took} s by its metric");
+    assert_eq!(
+        sample(&text, &series("count", "CANCELLED")),
+        Some(1.0),
+        "{text}"
+    );
+    service.stop().await.unwrap();
+}

@@ -346,7 +346,8 @@ impl Client {
     }
 
     /// Opens a stream to one node with codec `C`: requests out, a receiver of
-    /// responses back. Streams are not retried. Its client span covers the opening.
+    /// responses back. Streams are not retried. Its client span lasts until the
+    /// stream ends (or its receiver is dropped).
     pub(super) async fn stream<C, Req, Resp, S>(
         &self,
         service: &str,
@@ -365,13 +366,13 @@ impl Client {
             .stream_in::<C, Req, Resp, S>(&span, service, path, requests, options)
             .instrument(span.clone())
             .await;
-        record_status(
-            &span,
-            result
-                .as_ref()
-                .map_or_else(Error::grpc_code, |_| tonic::Code::Ok),
-        );
-        result
+        match result {
+            Ok(receiver) => Ok(receiver.on_end(move |code| record_status(&span, code))),
+            Err(e) => {
+                record_status(&span, e.grpc_code());
+                Err(e)
+            }
+        }
     }
 
     /// Opens a stream, carrying `span`'s trace context.
@@ -481,13 +482,24 @@ async fn open_within<T>(
     }
 }
 
-/// The one response of a client-streaming call.
+/// The one response of a client-streaming call, once the stream's end (its
+/// trailers) has said the call ended well.
 pub(super) async fn single<Resp>(mut receiver: Receiver<Resp>) -> Result<Resp, Error> {
+    let response = match receiver.recv().await {
+        Some(result) => result?,
+        None => {
+            return Err(Error::internal_server_error(
+                "go.micro.client",
+                "the stream ended without a response",
+            ));
+        }
+    };
     match receiver.recv().await {
-        Some(result) => result,
-        None => Err(Error::internal_server_error(
+        None => Ok(response),
+        Some(Err(e)) => Err(e),
+        Some(Ok(_)) => Err(Error::internal_server_error(
             "go.micro.client",
-            "the stream ended without a response",
+            "more than one response to a client-streaming call",
         )),
     }
 }

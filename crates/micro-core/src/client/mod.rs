@@ -293,8 +293,7 @@ impl Client {
             self.stream::<C, _, _, _>(service, path, requests, options)
                 .await
         });
-        observed.finish(result.as_ref().err());
-        result
+        observed.stream(result)
     }
 
     /// Calls a client-streaming method: the requests of a stream, one response.
@@ -314,8 +313,7 @@ impl Client {
             self.stream::<C, _, _, _>(service, path, Requests::Many(message), options)
                 .await
         });
-        observed.finish(receiver.as_ref().err());
-        single(receiver?).await
+        single(observed.stream(receiver)?).await
     }
 
     /// Calls a bidirectional streaming method: the requests of a stream go out while
@@ -336,7 +334,6 @@ impl Client {
             self.stream::<C, _, _, _>(service, path, Requests::Many(message), options)
                 .await
         });
-        observed.finish(result.as_ref().err());
-        result
+        observed.stream(result)
     }
 }
