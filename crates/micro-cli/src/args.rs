@@ -111,11 +111,7 @@ pub enum Command {
         queue: Option<String>,
     },
     /// Serves an HTTP/JSON gateway to the services.
-    Api {
-        /// Where to listen.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        address: String,
-    },
+    Api(crate::api::ApiArgs),
 }
 
 /// Where a call goes and how.

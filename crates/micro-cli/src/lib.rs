@@ -14,6 +14,7 @@
 //!
 //! Exit codes: see [`exit`]. The binary is a thin `main` over [`run`].
 
+pub mod api;
 pub mod args;
 pub mod call;
 pub mod env;
@@ -36,13 +37,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let config = env::config(&cli.global)?;
     let output = cli.global.output;
     match cli.command {
-        Command::Api { address } => {
-            // The HTTP gateway plugs in here: `pub mod api;` above, and
-            // `return api::serve(config, &address).await;` (its own helper builds it).
-            let _ = (config, address);
-            Err(CliError::Config(
-                "`micro api` is not in this build yet".to_string(),
-            ))
+        Command::Api(args) => {
+            let client = env::client(env::registry(&config)?);
+            api::run(&args, client)
+                .await
+                .map_err(|e| CliError::Io(std::io::Error::other(e.to_string())))
         }
         Command::Services => registry::services(&env::registry(&config)?, output).await,
         Command::Describe { service } => {
