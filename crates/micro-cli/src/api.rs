@@ -442,14 +442,12 @@ impl Gateway {
             (Route::Describe(service), &Method::GET | &Method::HEAD) => {
                 self.describe(service).await
             }
-            (Route::Describe(service), &Method::POST) => {
-                error_reply(Error::bad_request(
-                    ERROR_ID,
-                    format!(
-                        "no endpoint: POST /{service}/{{Service}}/{{Method}}, /{service}/{{Service.Method}}, or a Micro-Endpoint header"
-                    ),
-                ))
-            }
+            (Route::Describe(service), &Method::POST) => error_reply(Error::bad_request(
+                ERROR_ID,
+                format!(
+                    "no endpoint: POST /{service}/{{Service}}/{{Method}}, /{service}/{{Service.Method}}, or a Micro-Endpoint header"
+                ),
+            )),
             (
                 Route::Call {
                     service,
@@ -584,9 +582,11 @@ impl Gateway {
 
     /// `GET /{service}`: the registry's entries for one service.
     async fn describe(&self, service: &str) -> Reply {
-        let found =
-            tokio::time::timeout(self.options.timeout, self.client.registry().get_service(service))
-                .await;
+        let found = tokio::time::timeout(
+            self.options.timeout,
+            self.client.registry().get_service(service),
+        )
+        .await;
         match found {
             Ok(Ok(versions)) if !versions.is_empty() => match serde_json::to_vec(&versions) {
                 Ok(json) => json_reply(StatusCode::OK, json.into()),
@@ -745,7 +745,10 @@ mod tests {
         );
         // The header wins over the path, as in go-micro.
         assert_eq!(
-            route("/go.micro.srv.vessel/A/B", Some("VesselService.FindAvailable")),
+            route(
+                "/go.micro.srv.vessel/A/B",
+                Some("VesselService.FindAvailable")
+            ),
             Ok(call(vessel, "VesselService", "FindAvailable"))
         );
     }
@@ -791,12 +794,16 @@ mod tests {
     #[test]
     fn listing_folds_versions_and_nodes() {
         use micro_core::registry::{Endpoint, Node};
-        let mut a1 = Registered::new("a").version("1").node(Node::new("a-1", "127.0.0.1:1"));
+        let mut a1 = Registered::new("a")
+            .version("1")
+            .node(Node::new("a-1", "127.0.0.1:1"));
         a1.endpoints.push(Endpoint {
             name: "A.Get".into(),
             ..Endpoint::default()
         });
-        let a2 = Registered::new("a").version("2").node(Node::new("a-2", "127.0.0.1:2"));
+        let a2 = Registered::new("a")
+            .version("2")
+            .node(Node::new("a-2", "127.0.0.1:2"));
         let b = Registered::new("b").version("latest");
         let summary = summarize(vec![a2, b, a1]);
         assert_eq!(summary.len(), 2);

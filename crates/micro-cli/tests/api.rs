@@ -147,21 +147,22 @@ fn micro(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// One HTTP/1.1 exchange, written by hand.
-#[derive(Debug)]
 struct Reply {
     status: u16,
     headers: String,
     body: Vec<u8>,
 }
 
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, String::from_utf8_lossy(&self.body))
+    }
+}
+
 impl Reply {
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 
     /// The body as go-micro's error JSON, checked against the status.
@@ -296,7 +297,7 @@ fn the_gateway_answers_as_micro_call_does() {
 
     // GET /{service}: the registry's entry, nodes and endpoints.
     let described = get(port, &format!("/{VESSEL}"));
-    assert_eq!(described.status, 200, "{:?}", described);
+    assert_eq!(described.status, 200, "{described:?}");
     let described = described.json();
     assert_eq!(described[0]["name"], VESSEL, "{described}");
     assert_eq!(described[0]["version"], "latest", "{described}");
@@ -306,20 +307,31 @@ fn the_gateway_answers_as_micro_call_does() {
     );
     let endpoint = described[0]["endpoints"]
         .as_array()
-        .and_then(|e| e.iter().find(|e| e["name"] == "VesselService.FindAvailable"))
+        .and_then(|e| {
+            e.iter()
+                .find(|e| e["name"] == "VesselService.FindAvailable")
+        })
         .unwrap_or_else(|| panic!("no FindAvailable in {described}"));
     assert_eq!(endpoint["request"]["name"], "Specification", "{described}");
 
     // POST the tutorial's request; the reply is what `micro call` prints.
-    let reply = post(port, &format!("/{VESSEL}/VesselService/FindAvailable"), SPEC);
-    assert_eq!(reply.status, 200, "{:?}", String::from_utf8_lossy(&reply.body));
+    let reply = post(
+        port,
+        &format!("/{VESSEL}/VesselService/FindAvailable"),
+        SPEC,
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
     assert!(reply.headers.contains("content-type: application/json"));
     let reply = reply.json();
     assert_eq!(reply["vessel"]["id"], "vessel001", "{reply}");
     assert_eq!(reply, micro_call(&[]));
 
     // go-micro's `/{service}/{endpoint}` form and its Micro-Endpoint header.
-    let dotted = post(port, &format!("/{VESSEL}/VesselService.FindAvailable"), SPEC);
+    let dotted = post(
+        port,
+        &format!("/{VESSEL}/VesselService.FindAvailable"),
+        SPEC,
+    );
     assert_eq!(dotted.status, 200);
     assert_eq!(dotted.json(), reply);
     let by_header = http(
@@ -343,7 +355,7 @@ fn the_gateway_answers_as_micro_call_does() {
 
     // An unknown service: 404, go-micro's error JSON.
     let unknown = post(port, "/no.such.service/Nothing/Here", "{}");
-    assert_eq!(unknown.status, 404, "{:?}", unknown);
+    assert_eq!(unknown.status, 404, "{unknown:?}");
     let error = unknown.error();
     assert!(
         error["detail"]
@@ -364,7 +376,11 @@ fn the_gateway_answers_as_micro_call_does() {
 
     // A body over --max-body: 413.
     let large = format!(r#"{{"capacity":3,"pad":"{}"}}"#, "x".repeat(70_000));
-    let oversized = post(port, &format!("/{VESSEL}/VesselService/FindAvailable"), &large);
+    let oversized = post(
+        port,
+        &format!("/{VESSEL}/VesselService/FindAvailable"),
+        &large,
+    );
     assert_eq!(oversized.status, 413);
     oversized.error();
 
@@ -397,12 +413,16 @@ fn a_call_past_the_timeout_is_408() {
         .expect("kill -STOP");
     assert!(stopped.success());
     let started = Instant::now();
-    let reply = post(port, &format!("/{VESSEL}/VesselService/FindAvailable"), SPEC);
+    let reply = post(
+        port,
+        &format!("/{VESSEL}/VesselService/FindAvailable"),
+        SPEC,
+    );
     let took = started.elapsed();
     let _ = Command::new("kill")
         .args(["-CONT", &vessel.child.id().to_string()])
         .status();
-    assert_eq!(reply.status, 408, "{:?}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.status, 408, "{reply:?}");
     reply.error();
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
@@ -478,8 +498,9 @@ mod go_micro_etcd {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("etcd port");
-        let body = serde_json::json!({"key": base64(key.as_bytes()), "value": base64(value.as_bytes())})
-            .to_string();
+        let body =
+            serde_json::json!({"key": base64(key.as_bytes()), "value": base64(value.as_bytes())})
+                .to_string();
         let reply = http(port, "POST", "/v3/kv/put", &[], body.as_bytes());
         assert_eq!(
             reply.status,
@@ -534,7 +555,11 @@ mod go_micro_etcd {
         let described = micro(&["describe", VESSEL], &env);
         let stdout = String::from_utf8_lossy(&described.stdout);
         assert!(described.status.success(), "{stdout}");
-        for expected in [node_id, vessel_address.as_str(), "VesselService.FindAvailable"] {
+        for expected in [
+            node_id,
+            vessel_address.as_str(),
+            "VesselService.FindAvailable",
+        ] {
             assert!(stdout.contains(expected), "{expected} not in: {stdout}");
         }
 
@@ -544,12 +569,19 @@ mod go_micro_etcd {
         let port = free_port();
         let _api = Running::api(port, &env, &[]);
         let list = wait_listed(port, &[VESSEL]);
-        assert!(list.to_string().contains("VesselService.FindAvailable"), "{list}");
+        assert!(
+            list.to_string().contains("VesselService.FindAvailable"),
+            "{list}"
+        );
         let described = get(port, &format!("/{VESSEL}"));
         assert_eq!(described.status, 200);
         assert_eq!(described.json()[0]["nodes"][0]["id"], node_id);
-        let reply = post(port, &format!("/{VESSEL}/VesselService.FindAvailable"), SPEC);
-        assert_eq!(reply.status, 200, "{:?}", String::from_utf8_lossy(&reply.body));
+        let reply = post(
+            port,
+            &format!("/{VESSEL}/VesselService.FindAvailable"),
+            SPEC,
+        );
+        assert_eq!(reply.status, 200, "{reply:?}");
         assert_eq!(reply.json(), called);
     }
 }
