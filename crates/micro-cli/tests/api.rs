@@ -438,14 +438,16 @@ mod go_micro_etcd {
 
     /// The value go-micro v4/v5 (`registry/etcd/etcd.go`, `encode`) stores for one node
     /// of the vessel service run on go-micro's gRPC server: Go's `encoding/json` of
-    /// `registry.Service` with that one node, field order as Go writes it (struct
-    /// order: name, version, metadata, endpoints, nodes), `null` for a nil map, and the
-    /// endpoints `protoc-gen-micro`'s handler registration extracts.
+    /// `registry.Service` with that one node, fields in Go's struct order (service:
+    /// name, version, metadata, endpoints, nodes; endpoint: request, response,
+    /// metadata, name; node: metadata, id, address), map keys sorted, `null` for nil
+    /// maps and slices, and the endpoints go-micro's extractor (`server/extractor.go`)
+    /// builds for `protoc-gen-micro`'s handler: json-tag field names, depth 3.
     fn go_micro_value(node_id: &str, address: &str) -> String {
         format!(
             concat!(
                 r#"{{"name":"go.micro.srv.vessel","version":"latest","metadata":null,"#,
-                r#""endpoints":[{{"name":"VesselService.FindAvailable","#,
+                r#""endpoints":[{{"#,
                 r#""request":{{"name":"Specification","type":"Specification","values":["#,
                 r#"{{"name":"capacity","type":"int32","values":null}},"#,
                 r#"{{"name":"max_weight","type":"int32","values":null}}]}},"#,
@@ -458,9 +460,10 @@ mod go_micro_etcd {
                 r#"{{"name":"available","type":"bool","values":null}},"#,
                 r#"{{"name":"owner_id","type":"string","values":null}}]}},"#,
                 r#"{{"name":"vessels","type":"[]Vessel","values":null}}]}},"#,
-                r#""metadata":{{}}}}],"#,
-                r#""nodes":[{{"id":"{id}","address":"{address}","#,
-                r#""metadata":{{"broker":"http","protocol":"grpc","registry":"etcd","server":"grpc","transport":"grpc"}}}}]}}"#
+                r#""metadata":{{}},"name":"VesselService.FindAvailable"}}],"#,
+                r#""nodes":[{{"#,
+                r#""metadata":{{"broker":"http","protocol":"grpc","registry":"etcd","server":"grpc","transport":"grpc"}},"#,
+                r#""id":"{id}","address":"{address}"}}]}}"#
             ),
             id = node_id,
             address = address
@@ -537,11 +540,10 @@ mod go_micro_etcd {
         // go-micro's key: /micro/registry/<service>/<node id>, node id `name-uuid`.
         let node_id = "go.micro.srv.vessel-7d4c9a62-1f0e-4b8e-9d55-3a2b1c0d9e8f";
         let key = format!("/micro/registry/{VESSEL}/{node_id}");
-        etcd_put(
-            &etcd.addresses()[0],
-            &key,
-            &go_micro_value(node_id, &vessel_address),
-        );
+        let value = go_micro_value(node_id, &vessel_address);
+        let parsed: Value = serde_json::from_str(&value).expect("the go-micro value is JSON");
+        assert_eq!(parsed["nodes"][0]["address"], vessel_address.as_str());
+        etcd_put(&etcd.addresses()[0], &key, &value);
 
         let env = [
             ("MICRO_REGISTRY", "etcd"),
