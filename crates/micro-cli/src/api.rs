@@ -159,18 +159,18 @@ pub enum ApiError {
 /// `micro api`'s flags.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ApiArgs {
-    /// Where to listen, `host:port` (go-micro's default is every interface; this one
-    /// is loopback, as the gateway has no authentication).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Where to listen (loopback by default: the gateway has no authentication;
+    /// go-micro's listens on every interface).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
     pub address: String,
-    /// How long a call may take, retries included: `10s`, `500ms`, `1m`; then 408.
-    #[arg(long, default_value = "10s", value_parser = crate::args::parse_duration)]
+    /// How long a call may take, retries included (10s, 500ms, 1m); then 408.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::args::parse_duration)]
     pub timeout: Duration,
     /// The largest request body, in bytes; then 413.
-    #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BODY)]
     pub max_body: usize,
     /// How many calls may be in flight at once; then 503.
-    #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENCY)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENCY)]
     pub max_concurrency: usize,
 }
 
