@@ -587,3 +587,70 @@ mod go_micro_etcd {
         assert_eq!(reply.json(), called);
     }
 }
+
+/// The library's `serve`, in process, over the memory registry: the concurrency bound.
+mod in_process {
+    use super::*;
+    use micro_cli::api::{self, ApiOptions};
+    use micro_core::registry::{MemoryRegistry, Node, Registry, Service};
+    use micro_core::transport::TcpTransport;
+    use std::sync::Arc;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_past_the_concurrency_bound_are_503_and_shutdown_stops_serving() {
+        // A "node" whose kernel accepts connections and that never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let silent_address = silent.local_addr().expect("address").to_string();
+        let registry = MemoryRegistry::new();
+        registry
+            .register(
+                &Service::new("demo.silent")
+                    .version("latest")
+                    .node(Node::new("demo.silent-1", silent_address)),
+                Default::default(),
+            )
+            .await
+            .expect("register");
+        let client = micro_core::Client::new(Arc::new(registry), Arc::new(TcpTransport::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let options = ApiOptions::default()
+            .max_concurrency(1)
+            .timeout(Duration::from_secs(3));
+        let server = tokio::spawn(api::serve(listener, client, options, async {
+            let _ = stopped.await;
+        }));
+
+        let hanging =
+            tokio::task::spawn_blocking(move || post(port, "/demo.silent/Demo/Wait", "{}"));
+        // Wait until the first call holds the one permit.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let second =
+            tokio::task::spawn_blocking(move || post(port, "/demo.silent/Demo/Wait", "{}"))
+                .await
+                .expect("second request");
+        assert_eq!(second.status, 503, "{second:?}");
+        assert_eq!(second.error()["id"], "go.micro.api");
+        // Listing is not a call: still answered.
+        let listed = tokio::task::spawn_blocking(move || get(port, "/"))
+            .await
+            .expect("list");
+        assert_eq!(listed.status, 200);
+        assert_eq!(listed.json()[0]["name"], "demo.silent");
+
+        let first = hanging.await.expect("first request");
+        assert_eq!(first.status, 408, "{first:?}");
+
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returns after shutdown")
+            .expect("task")
+            .expect("serve");
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+        drop(silent);
+    }
+}
