@@ -41,6 +41,31 @@ fn status_name(status: i32) -> &'static str {
     }
 }
 
+/// Asks node `node` of `service` about `about`, within `timeout`, without retries.
+async fn check(
+    client: &micro_core::Client,
+    service: &str,
+    node: &str,
+    about: &str,
+    timeout: Duration,
+) -> Result<HealthCheckResponse, micro_core::Error> {
+    client
+        .call::<HealthCheckRequest, HealthCheckResponse>(
+            service,
+            CHECK,
+            Request::new(
+                HealthCheckRequest {
+                    service: about.to_string(),
+                },
+                CallOptions::new()
+                    .node(node.to_string())
+                    .timeout(timeout)
+                    .retries(0),
+            ),
+        )
+        .await
+}
+
 /// One node's answer.
 #[derive(Debug)]
 struct Checked {
@@ -73,25 +98,23 @@ pub async fn health(
             let node = node.clone();
             checks.push(async move {
                 let started = Instant::now();
-                let answer = client
-                    .call::<HealthCheckRequest, HealthCheckResponse>(
-                        &name,
-                        CHECK,
-                        Request::new(
-                            HealthCheckRequest {
-                                service: name.clone(),
-                            },
-                            CallOptions::new()
-                                .node(node.id.clone())
-                                .timeout(timeout)
-                                .retries(0),
-                        ),
-                    )
-                    .await;
+                // Asked about the name it registers under; a server that does not know
+                // that name (a registry broker's subscriber endpoint) about itself, "".
+                let mut answer = check(&client, &name, &node.id, &name, timeout).await;
+                if matches!(&answer, Err(e) if e.kind() == micro_core::ErrorKind::NotFound) {
+                    answer = check(&client, &name, &node.id, "", timeout).await;
+                }
                 let latency = started.elapsed();
                 let (status, error) = match answer {
                     Ok(response) => (status_name(response.status).to_string(), None),
-                    Err(e) => ("UNREACHABLE".to_string(), Some(e.detail)),
+                    Err(e) => {
+                        let status = match e.kind() {
+                            micro_core::ErrorKind::ServiceUnavailable
+                            | micro_core::ErrorKind::Timeout => "UNREACHABLE",
+                            _ => "ERROR",
+                        };
+                        (status.to_string(), Some(e.detail))
+                    }
                 };
                 Checked {
                     service: name,
