@@ -184,15 +184,31 @@ impl ApiArgs {
     }
 }
 
-/// `micro api`: serves the gateway on `--address` until Ctrl-C or SIGTERM.
+/// `micro api`: serves the gateway on `--address` until Ctrl-C or SIGTERM, after
+/// saying on stderr where it listens (the port chosen, for `--address 127.0.0.1:0`).
 pub async fn run(args: &ApiArgs, client: Client) -> Result<(), ApiError> {
-    bind_and_serve(
-        &args.address,
+    let listener = bind(&args.address).await?;
+    let local = listener.local_addr().map_err(ApiError::Listener)?;
+    eprintln!(
+        "micro api: listening on http://{local} (registry {})",
+        client.registry().name()
+    );
+    serve(
+        listener,
         client,
         args.options(),
         micro_core::shutdown_signal(),
     )
     .await
+}
+
+async fn bind(address: &str) -> Result<TcpListener, ApiError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ApiError::Bind {
+            address: address.to_string(),
+            source,
+        })
 }
 
 /// Binds `address` and serves the gateway until `shutdown` completes.
@@ -212,13 +228,7 @@ pub async fn bind_and_serve(
     options: ApiOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ApiError> {
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|source| ApiError::Bind {
-            address: address.to_string(),
-            source,
-        })?;
-    serve(listener, client, options, shutdown).await
+    serve(bind(address).await?, client, options, shutdown).await
 }
 
 /// Serves the gateway on `listener`, calling services with `client`, until
