@@ -23,7 +23,7 @@ pub struct Global {
     /// The registry: mdns (default), memory, etcd. Overrides MICRO_REGISTRY.
     #[arg(long, global = true, value_name = "NAME")]
     pub registry: Option<String>,
-    /// The registry's servers, host:port[,host:port]. Overrides MICRO_REGISTRY_ADDRESS.
+    /// The registry's servers, host:port (comma-separated). Overrides MICRO_REGISTRY_ADDRESS.
     #[arg(
         long = "registry_address",
         alias = "registry-address",

@@ -22,10 +22,11 @@ use micro_core::{Context, Error, Service};
 
 /// The example services have fixed names: tests that start them take turns (nextest
 /// runs this crate's tests one at a time too: `.config/nextest.toml`).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn turn() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// The turn of a test that is not async.
+fn turn() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.blocking_lock()
 }
 
 /// How long any one `micro` run may take.
@@ -356,7 +357,7 @@ fn call_returns_vessel001_and_bad_input_gets_its_exit_code() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_is_serving_and_fails_for_a_dead_node_or_an_unknown_service() {
-    let _turn = turn();
+    let _turn = SERIAL.lock().await;
     let _vessel = Running::example("vessel", None);
     wait_listed(&[VESSEL], true);
 
@@ -567,7 +568,7 @@ fn shapes() -> Handler {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stream_round_trips_every_shape() {
-    let _turn = turn();
+    let _turn = SERIAL.lock().await;
     let registry: Arc<dyn Registry> = Arc::new(
         MdnsRegistry::builder()
             .loopback_only()
