@@ -645,3 +645,38 @@ async fn stream_round_trips_every_shape() {
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), served).await;
 }
+
+#[test]
+fn subscribe_prints_what_publish_sends() {
+    let _turn = turn();
+    let subscribe = micro()
+        .args(["subscribe", "micro.cli.test", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("micro subscribe");
+    let mut subscribe = Running { child: subscribe };
+    let lines = lines_of(&mut subscribe.child);
+    // The subscription is a registry entry of the registry broker.
+    wait_listed(&["micro.broker"], true);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = r#"{"n": 1}"#;
+    // Published until delivered: the publisher may not see the subscription at once.
+    let got = loop {
+        let out = run(&["publish", "micro.cli.test", body], "");
+        if out.status.success() {
+            if let Ok(line) = lines.recv_timeout(Duration::from_secs(2)) {
+                break line;
+            }
+        }
+        assert!(Instant::now() < deadline, "never delivered: {}", show(&out));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let event: serde_json::Value = serde_json::from_str(&got).expect("a JSON line");
+    assert_eq!(event["topic"], "micro.cli.test", "{event}");
+    assert_eq!(event["body"]["n"], 1, "{event}");
+    assert_eq!(
+        event["header"]["Content-Type"], "application/json",
+        "{event}"
+    );
+}
