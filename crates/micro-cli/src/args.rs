@@ -142,7 +142,7 @@ pub struct CallArgs {
     pub service: String,
     /// The method: Service.Method (VesselService.FindAvailable) or /package.Service/Method.
     pub endpoint: String,
-    /// The JSON request; read from stdin when left out.
+    /// The JSON request; read from stdin when left out ({} when stdin is a terminal).
     pub request: Option<String>,
     /// Where the call goes and how.
     #[command(flatten)]
