@@ -23,7 +23,7 @@ pub struct Global {
     /// The registry: mdns (default), memory, etcd. Overrides MICRO_REGISTRY.
     #[arg(long, global = true, value_name = "NAME")]
     pub registry: Option<String>,
-    /// The registry's servers, host:port[,host:port]. Overrides MICRO_REGISTRY_ADDRESS.
+    /// The registry's servers, host:port (comma-separated). Overrides MICRO_REGISTRY_ADDRESS.
     #[arg(
         long = "registry_address",
         alias = "registry-address",
@@ -138,7 +138,7 @@ pub struct CallArgs {
     pub service: String,
     /// The method: Service.Method (VesselService.FindAvailable) or /package.Service/Method.
     pub endpoint: String,
-    /// The JSON request; read from stdin when left out.
+    /// The JSON request; read from stdin when left out ({} when stdin is a terminal).
     pub request: Option<String>,
     /// Where the call goes and how.
     #[command(flatten)]

@@ -1,6 +1,6 @@
 //! `call` and `stream`: methods called by name with JSON.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -58,6 +58,8 @@ pub async fn call(registry: Arc<dyn Registry>, args: CallArgs) -> Result<(), Cli
     let path = endpoint_path(&args.service, &args.endpoint)?;
     let body = match args.request {
         Some(body) => Bytes::from(body),
+        // Nothing given and nothing piped: an empty request, as go-micro's `call`.
+        None if std::io::stdin().is_terminal() => Bytes::from_static(b"{}"),
         None => {
             let mut body = Vec::new();
             std::io::stdin()

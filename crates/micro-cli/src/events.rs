@@ -1,7 +1,7 @@
 //! `publish` and `subscribe`: events through the configured broker.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +41,13 @@ pub async fn publish(
 ) -> Result<(), CliError> {
     let body = match message {
         Some(text) => text.into_bytes(),
+        None if std::io::stdin().is_terminal() => {
+            return Err(Error::bad_request(
+                "go.micro.broker",
+                "no message: give it as an argument or on stdin",
+            )
+            .into());
+        }
         None => {
             let mut body = Vec::new();
             std::io::stdin()

@@ -22,10 +22,11 @@ use micro_core::{Context, Error, Service};
 
 /// The example services have fixed names: tests that start them take turns (nextest
 /// runs this crate's tests one at a time too: `.config/nextest.toml`).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn turn() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// The turn of a test that is not async.
+fn turn() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.blocking_lock()
 }
 
 /// How long any one `micro` run may take.
@@ -356,7 +357,7 @@ fn call_returns_vessel001_and_bad_input_gets_its_exit_code() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_is_serving_and_fails_for_a_dead_node_or_an_unknown_service() {
-    let _turn = turn();
+    let _turn = SERIAL.lock().await;
     let _vessel = Running::example("vessel", None);
     wait_listed(&[VESSEL], true);
 
@@ -567,7 +568,7 @@ fn shapes() -> Handler {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stream_round_trips_every_shape() {
-    let _turn = turn();
+    let _turn = SERIAL.lock().await;
     let registry: Arc<dyn Registry> = Arc::new(
         MdnsRegistry::builder()
             .loopback_only()
@@ -643,4 +644,39 @@ async fn stream_round_trips_every_shape() {
 
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), served).await;
+}
+
+#[test]
+fn subscribe_prints_what_publish_sends() {
+    let _turn = turn();
+    let subscribe = micro()
+        .args(["subscribe", "micro.cli.test", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("micro subscribe");
+    let mut subscribe = Running { child: subscribe };
+    let lines = lines_of(&mut subscribe.child);
+    // The subscription is a registry entry of the registry broker.
+    wait_listed(&["micro.broker"], true);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = r#"{"n": 1}"#;
+    // Published until delivered: the publisher may not see the subscription at once.
+    let got = loop {
+        let out = run(&["publish", "micro.cli.test", body], "");
+        if out.status.success() {
+            if let Ok(line) = lines.recv_timeout(Duration::from_secs(2)) {
+                break line;
+            }
+        }
+        assert!(Instant::now() < deadline, "never delivered: {}", show(&out));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let event: serde_json::Value = serde_json::from_str(&got).expect("a JSON line");
+    assert_eq!(event["topic"], "micro.cli.test", "{event}");
+    assert_eq!(event["body"]["n"], 1, "{event}");
+    assert_eq!(
+        event["header"]["Content-Type"], "application/json",
+        "{event}"
+    );
 }
