@@ -1,6 +1,6 @@
 # micro: go-micro for Rust.
 #
-#   make demo   the shippy example end to end (vessel, consignment, CLI, the trace)
+#   make demo   the shippy example end to end (vessel, consignment, CLI, `micro`, the trace)
 #   make test   the workspace's tests
 #   make lint   rustfmt and clippy, as CI runs them
 #   make doc    the API docs, all features, failing on any rustdoc warning or broken link
@@ -29,7 +29,7 @@ deps:
 	scripts/deps.sh
 
 build:
-	$(CARGO) build --workspace --examples
+	$(CARGO) build --workspace --examples --bins
 
 demo: deps build
 	$(NETNS) scripts/demo.sh

@@ -64,6 +64,17 @@ echo "vessel service, on event consignment.created:"
 grep -h "booking received" "$logs/vessel.log" | sed -e 's/^.*INFO //' || echo "  (no event received)"
 echo
 
+# The `micro` command against the running example: what the registry knows, and
+# one call by name with JSON.
+micro=${CARGO_TARGET_DIR:-target}/debug/micro
+echo "micro services:"
+"$micro" services
+echo
+spec='{"capacity": 500, "max_weight": 200000}'
+echo "micro call go.micro.srv.vessel VesselService.FindAvailable '$spec':"
+"$micro" call go.micro.srv.vessel VesselService.FindAvailable "$spec"
+echo
+
 trap - EXIT
 for i in "${!pids[@]}"; do
     kill -TERM "${pids[$i]}"

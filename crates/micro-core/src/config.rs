@@ -189,6 +189,29 @@ impl Config {
         Self::from_vars(|key| values.get(key).cloned()).map(|config| Self { registry, ..config })
     }
 
+    /// [`Config::from_env`] on variables looked up by `get` instead of the
+    /// environment (the registry's `MICRO_REGISTRY*` and `MICRO_MDNS_INTERFACES`
+    /// included): what a command-line tool uses to let its flags override the
+    /// environment. A variable `get` does not give takes its default.
+    ///
+    /// ```
+    /// use micro_core::Config;
+    /// use micro_core::config::BrokerKind;
+    /// use micro_core::registry::RegistryKind;
+    ///
+    /// let vars = [("MICRO_REGISTRY", "memory"), ("MICRO_BROKER", "memory")];
+    /// let get = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+    /// let config = Config::from_lookup(get)?;
+    /// assert_eq!(config.registry.kind, RegistryKind::Memory);
+    /// assert_eq!(config.broker.kind, BrokerKind::Memory);
+    /// assert!(Config::from_lookup(|name| (name == "MICRO_BROKER").then(|| "kafka".into())).is_err());
+    /// # Ok::<(), micro_core::ConfigError>(())
+    /// ```
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let registry = RegistryConfig::from_lookup(&get)?;
+        Self::from_vars(get).map(|config| Self { registry, ..config })
+    }
+
     /// micro-core's own variables, from `get` (the environment, or a test's map).
     fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let seconds = |key: &str, default: Duration| match get(key) {

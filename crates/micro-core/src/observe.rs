@@ -232,25 +232,32 @@ mod with_metrics {
         lock.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The most services a client's metrics name; the rest are counted as `_OTHER`.
+    const MAX_CALLEES: usize = 1024;
+
     fn callee(service: &str) -> Arc<Callee> {
         let callees = CALLEES.get_or_init(Default::default);
         if let Some(callee) = read(callees).get(service) {
             return Arc::clone(callee);
         }
         let metrics = global();
-        Arc::clone(
-            write(callees)
-                .entry(service.to_string())
-                .or_insert_with(|| {
-                    Arc::new(Callee {
-                        service: service.to_string(),
-                        in_flight: metrics.in_flight(false, service),
-                        hit: metrics.lookup_counter(service, true),
-                        miss: metrics.lookup_counter(service, false),
-                        methods: RwLock::default(),
-                    })
-                }),
-        )
+        let mut callees = write(callees);
+        // Names come from callers (a gateway passes on whatever it is asked for):
+        // past MAX_CALLEES, new ones share one label rather than grow the table.
+        let service = if callees.len() >= MAX_CALLEES && !callees.contains_key(service) {
+            OTHER_METHOD
+        } else {
+            service
+        };
+        Arc::clone(callees.entry(service.to_string()).or_insert_with(|| {
+            Arc::new(Callee {
+                service: service.to_string(),
+                in_flight: metrics.in_flight(false, service),
+                hit: metrics.lookup_counter(service, true),
+                miss: metrics.lookup_counter(service, false),
+                methods: RwLock::default(),
+            })
+        }))
     }
 
     impl Callee {

@@ -128,6 +128,21 @@ impl RegistryConfig {
         Self::from_vars(|name| vars.get(name).cloned())
     }
 
+    /// [`RegistryConfig::from_env`] on variables looked up by `get` instead of the
+    /// environment: a command-line tool's flags over the environment, or a test's map.
+    ///
+    /// ```
+    /// use micro_registry::{RegistryConfig, RegistryKind};
+    ///
+    /// let config = RegistryConfig::from_lookup(|name| (name == "MICRO_REGISTRY").then(|| "memory".to_string()))?;
+    /// assert_eq!(config.kind, RegistryKind::Memory);
+    /// assert!(RegistryConfig::from_lookup(|_| Some("nope".to_string())).is_err());
+    /// # Ok::<(), micro_registry::Error>(())
+    /// ```
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        Self::from_vars(get)
+    }
+
     /// [`RegistryConfig::from_env`] on variables looked up by `get`.
     fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let invalid =

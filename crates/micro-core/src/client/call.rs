@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::uri::PathAndQuery;
 use micro_transport::{Codec, TonicCodec};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -17,7 +18,7 @@ use crate::{CallOptions, Error, grpc_timeout};
 
 /// The client span of one call to `service` at `path`: a child of the options'
 /// parent, else of the current span.
-fn call_span(options: &CallOptions, service: &str, path: &'static str) -> tracing::Span {
+fn call_span(options: &CallOptions, service: &str, path: &str) -> tracing::Span {
     let method = path.strip_prefix('/').unwrap_or(path);
     macro_rules! span {
         ($($parent:tt)*) => {
@@ -47,7 +48,7 @@ fn call_span(options: &CallOptions, service: &str, path: &'static str) -> tracin
 fn attempt_span(
     call: &tracing::Span,
     service: &str,
-    path: &'static str,
+    path: &str,
     node: &micro_registry::Node,
     attempt: usize,
 ) -> tracing::Span {
@@ -125,7 +126,7 @@ impl Client {
     pub(super) async fn unary<C, Req, Resp>(
         &self,
         service: &str,
-        path: &'static str,
+        path: &PathAndQuery,
         request: Req,
         options: CallOptions,
     ) -> Result<Resp, Error>
@@ -134,7 +135,7 @@ impl Client {
         Req: Send + Sync + 'static,
         Resp: Send + Sync + 'static,
     {
-        let span = call_span(&options, service, path);
+        let span = call_span(&options, service, path.path());
         let result = self
             .unary_in::<C, Req, Resp>(&span, service, path, request, options)
             .instrument(span.clone())
@@ -153,7 +154,7 @@ impl Client {
         &self,
         span: &tracing::Span,
         service: &str,
-        path: &'static str,
+        path: &PathAndQuery,
         request: Req,
         options: CallOptions,
     ) -> Result<Resp, Error>
@@ -194,7 +195,7 @@ impl Client {
                     tracing::debug!(service, "retry budget spent: no retry");
                     break;
                 }
-                crate::observe::client_retry(service, path);
+                crate::observe::client_retry(service, path.path());
                 if !last_refused {
                     let delay = (self.inner.backoff)(u32::try_from(n).unwrap_or(u32::MAX));
                     if Instant::now() + delay >= deadline {
@@ -228,7 +229,7 @@ impl Client {
             if n > 0 {
                 span.record(semconv::MICRO_RETRIES, n);
             }
-            let attempt = attempt_span(span, service, path, node, n + 1);
+            let attempt = attempt_span(span, service, path.path(), node, n + 1);
             let outcome = tokio::time::timeout_at(
                 deadline,
                 self.attempt::<C, Req, Resp>(
@@ -312,7 +313,7 @@ impl Client {
         &self,
         span: &tracing::Span,
         address: &str,
-        path: &'static str,
+        path: &PathAndQuery,
         request: Arc<Req>,
         options: &CallOptions,
         time_left: Duration,
@@ -339,8 +340,7 @@ impl Client {
         request
             .metadata_mut()
             .insert(grpc_timeout::HEADER, grpc_timeout::encode(time_left));
-        let path = http::uri::PathAndQuery::from_static(path);
-        grpc.unary(request, path, codec)
+        grpc.unary(request, path.clone(), codec)
             .await
             .map(tonic::Response::into_inner)
     }
@@ -351,7 +351,7 @@ impl Client {
     pub(super) async fn stream<C, Req, Resp, S>(
         &self,
         service: &str,
-        path: &'static str,
+        path: &PathAndQuery,
         requests: Requests<Req, S>,
         options: CallOptions,
     ) -> Result<Receiver<Resp>, Error>
@@ -361,7 +361,7 @@ impl Client {
         Resp: Send + Sync + 'static,
         S: futures_util::Stream<Item = Req> + Send + 'static,
     {
-        let span = call_span(&options, service, path);
+        let span = call_span(&options, service, path.path());
         let result = self
             .stream_in::<C, Req, Resp, S>(&span, service, path, requests, options)
             .instrument(span.clone())
@@ -380,7 +380,7 @@ impl Client {
         &self,
         span: &tracing::Span,
         service: &str,
-        path: &'static str,
+        path: &PathAndQuery,
         requests: Requests<Req, S>,
         options: CallOptions,
     ) -> Result<Receiver<Resp>, Error>
@@ -421,7 +421,7 @@ impl Client {
             )))
         })?;
         let codec = C::default();
-        let path = http::uri::PathAndQuery::from_static(path);
+        let path = path.clone();
         let prepare = |metadata: &mut tonic::metadata::MetadataMap,
                        extensions: &mut http::Extensions| {
             add_metadata(&options, metadata);

@@ -53,13 +53,22 @@
 //! encoding and the connection; its docs have an example (a header on every request,
 //! and logging).
 //!
+//! # Calls known only at run time
+//!
+//! [`Client::call_json`] and its streaming siblings ([`Client::server_streaming_json`],
+//! [`Client::client_streaming_json`], [`Client::streaming_json`]) call a path given at
+//! run time with JSON bytes (`application/grpc+json`), as the `micro` command and an
+//! HTTP gateway do; [`endpoint_path`] maps go-micro's `Service.Method` to a gRPC path.
+//!
 //! The files: `builder` (options), `call` (deadline, retries, one attempt, streams),
+//! `dynamic` (JSON calls by a run-time path),
 //! `select` (node choice), `eject` (node health), `budget` (retries allowed), `pool`
 //! (connections), `error` (what a failure means).
 
 mod budget;
 mod builder;
 mod call;
+mod dynamic;
 mod eject;
 mod error;
 mod pool;
@@ -70,6 +79,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use http::uri::PathAndQuery;
 use micro_registry::{CachedRegistry, Registry};
 use micro_transport::{ProtoCodec, Transport};
 use tower::util::BoxCloneSyncService;
@@ -77,6 +87,7 @@ use tower::util::BoxCloneSyncService;
 pub use self::budget::RetryBudget;
 pub use self::builder::{ClientBuilder, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRIES, default_backoff};
 use self::call::{Requests, single};
+pub use self::dynamic::{MAX_METRIC_PATHS, endpoint_path};
 pub use self::eject::Ejection;
 pub use self::error::LayerError;
 use self::error::no_json_form;
@@ -269,7 +280,8 @@ impl Client {
         let Request { message, options } = request.into_request();
         let observed = crate::observe::client_call(service, path);
         let result = with_codec!(options, Req, Resp, |C| {
-            self.unary::<C, _, _>(service, path, message, options).await
+            self.unary::<C, _, _>(service, &PathAndQuery::from_static(path), message, options)
+                .await
         });
         observed.finish(result.as_ref().err());
         result
@@ -290,7 +302,7 @@ impl Client {
         let requests = Requests::<_, futures_util::stream::Empty<Req>>::One(message);
         let observed = crate::observe::client_call(service, path);
         let result = with_codec!(options, Req, Resp, |C| {
-            self.stream::<C, _, _, _>(service, path, requests, options)
+            self.stream::<C, _, _, _>(service, &PathAndQuery::from_static(path), requests, options)
                 .await
         });
         observed.stream(result)
@@ -310,8 +322,13 @@ impl Client {
         let Request { message, options } = requests.into_streaming_request();
         let observed = crate::observe::client_call(service, path);
         let receiver = with_codec!(options, Req, Resp, |C| {
-            self.stream::<C, _, _, _>(service, path, Requests::Many(message), options)
-                .await
+            self.stream::<C, _, _, _>(
+                service,
+                &PathAndQuery::from_static(path),
+                Requests::Many(message),
+                options,
+            )
+            .await
         });
         single(observed.stream(receiver)?).await
     }
@@ -331,8 +348,13 @@ impl Client {
         let Request { message, options } = requests.into_streaming_request();
         let observed = crate::observe::client_call(service, path);
         let result = with_codec!(options, Req, Resp, |C| {
-            self.stream::<C, _, _, _>(service, path, Requests::Many(message), options)
-                .await
+            self.stream::<C, _, _, _>(
+                service,
+                &PathAndQuery::from_static(path),
+                Requests::Many(message),
+                options,
+            )
+            .await
         });
         observed.stream(result)
     }
