@@ -5,7 +5,7 @@
 #   make lint   rustfmt and clippy, as CI runs them
 #   make doc    the API docs, all features, failing on any rustdoc warning or broken link
 #   make package  every crate packed as for crates.io and built from its package
-#   make bench  micro against raw tonic, discovery speed, footprint (BENCHMARKS.md)
+#   make bench  micro against raw tonic (bare and observed), discovery speed, footprint, `micro services` (BENCHMARKS.md)
 #   make chaos  faults against the example's release processes (RELIABILITY.md)
 #   make docker build the example images (no registry needed: static binaries, FROM scratch)
 #   make run    run consignment-service with port 50051 published, as the tutorial does
@@ -68,6 +68,7 @@ package: deps
 # metrics (the examples' build), and last exports every span over OTLP.
 bench:
 	$(CARGO) build --release --examples
+	$(CARGO) build --release -p micro-cli
 	$(CARGO) bench --no-run -p micro-registry --bench discovery
 	$(CARGO) bench --no-run --bench rpc --no-default-features
 	$(CARGO) bench --no-run --bench rpc --no-default-features --features otel
@@ -78,6 +79,7 @@ bench:
 	$(NETNS) $(CARGO) bench --offline --bench rpc --no-default-features --features otel -- --observability --header
 	$(NETNS) $(CARGO) bench --offline --bench rpc --features otel,metrics -- --observability
 	$(NETNS) $(CARGO) bench --offline --bench rpc --features otel,metrics -- --observability --otlp
+	$(NETNS) scripts/bench-cli.sh
 
 # The examples with the etcd registry and the NATS broker compiled in (the options
 # only add choices); the suite starts them as processes, inside the namespace.
