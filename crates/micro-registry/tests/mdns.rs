@@ -589,6 +589,7 @@ async fn fresh_registries_find_every_node_on_their_first_lookup() {
     const PER_CHILD: usize = 5;
     const ROUNDS: usize = 10;
     let name = "go.micro.srv.crowd";
+    let mut ids = Vec::new();
     let children: Vec<Child> = (0..CHILDREN)
         .map(|c| {
             let nodes: Vec<(String, u16)> = (0..PER_CHILD)
@@ -597,6 +598,7 @@ async fn fresh_registries_find_every_node_on_their_first_lookup() {
                     (id, 4700 + (c * PER_CHILD + i) as u16)
                 })
                 .collect();
+            ids.extend(nodes.iter().map(|(id, _)| id.clone()));
             Child::serve(name, &nodes)
         })
         .collect();
@@ -614,10 +616,20 @@ async fn fresh_registries_find_every_node_on_their_first_lookup() {
         let started = Instant::now();
         let found = client.get_service(name).await;
         let took = started.elapsed();
-        let count: usize = found.iter().flatten().map(|s| s.nodes.len()).sum();
-        assert_eq!(
-            count, total,
-            "fresh registry {round}: first lookup found {count} of {total} nodes after {took:?} ({found:?})"
+        let heard: Vec<&str> = found
+            .iter()
+            .flatten()
+            .flat_map(|s| s.nodes.iter().map(|n| n.id.as_str()))
+            .collect();
+        let missing: Vec<&String> = ids
+            .iter()
+            .filter(|id| !heard.contains(&id.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "fresh registry {round}: first lookup found {} of {total} nodes after {took:?}; missing {missing:?} ({:?})",
+            heard.len(),
+            found.as_ref().err()
         );
         times.push(took);
         // After start-up, a miss is answered from memory.
