@@ -6,6 +6,7 @@
 #   make doc    the API docs, all features, failing on any rustdoc warning or broken link
 #   make package  every crate packed as for crates.io and built from its package
 #   make bench  micro against raw tonic (bare and observed), discovery speed, footprint, `micro services` (BENCHMARKS.md)
+#   make bench-scale  discovery and events at size: hundreds of mDNS nodes (BENCHMARKS.md; ~8 min)
 #   make chaos  faults against the example's release processes (RELIABILITY.md)
 #   make docker build the example images (no registry needed: static binaries, FROM scratch)
 #   make run    run consignment-service with port 50051 published, as the tutorial does
@@ -19,7 +20,7 @@
 CARGO ?= cargo
 NETNS := scripts/in-netns
 
-.PHONY: demo test lint readme doc package build bench chaos docker docker-bins run docker-test deps
+.PHONY: demo test lint readme doc package build bench bench-scale chaos docker docker-bins run docker-test deps
 
 # Static binaries for FROM scratch images.
 TARGET := x86_64-unknown-linux-gnu
@@ -80,6 +81,12 @@ bench:
 	$(NETNS) $(CARGO) bench --offline --bench rpc --features otel,metrics -- --observability
 	$(NETNS) $(CARGO) bench --offline --bench rpc --features otel,metrics -- --observability --otlp
 	$(NETNS) scripts/bench-cli.sh
+
+# Longer than `make bench` (minutes): every node is a process of its own, and traffic
+# at rest is counted over a full refresh period at each size.
+bench-scale:
+	$(CARGO) bench --no-run -p micro-registry --bench mdns_scale
+	$(NETNS) $(CARGO) bench --offline -p micro-registry --bench mdns_scale
 
 # The examples with the etcd registry and the NATS broker compiled in (the options
 # only add choices); the suite starts them as processes, inside the namespace.
