@@ -175,13 +175,16 @@ async fn child_process() {
 async fn serve_child(name: &str, nodes: &str) {
     let registry = loopback();
     for spec in nodes.split(',') {
-        let (id, port) = spec.split_once('@').unwrap();
+        // id@port, or id@port@ttl-seconds.
+        let mut parts = spec.split('@');
+        let (id, port) = (parts.next().unwrap(), parts.next().unwrap());
+        let mut options = RegisterOptions::default();
+        if let Some(ttl) = parts.next() {
+            options = options.ttl(Duration::from_secs(ttl.parse().unwrap()));
+        }
         let mut svc = service(id, port.parse().unwrap());
         svc.name = name.into();
-        registry
-            .register(&svc, RegisterOptions::default())
-            .await
-            .unwrap();
+        registry.register(&svc, options).await.unwrap();
     }
     println!("READY");
     std::io::stdout().flush().unwrap();
@@ -483,6 +486,44 @@ async fn a_live_node_with_a_short_ttl_is_kept_alive() {
         1
     );
     server.deregister(&svc).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn announcements_keep_a_node_alive_and_a_killed_one_is_asked_and_dropped() {
+    let name = "go.micro.srv.announced";
+    let id = format!("{name}-{}", std::process::id());
+    // A TTL of 3 s: announced every second.
+    let mut child = Child::spawn("serve", name, &format!("{id}@4660@3"), None);
+    child.expect_line("READY", Duration::from_secs(10));
+    let client = loopback();
+    wait_for_nodes(&client, name, 1).await;
+    let mut watcher = client.watch(WatchOptions::service(name)).await.unwrap();
+
+    // Two TTLs later it is still there, and nobody had to ask it: its own
+    // announcements, heard by every registry, kept it.
+    let quiet = tokio::time::timeout(Duration::from_secs(6), watcher.next()).await;
+    assert!(quiet.is_err(), "unexpected event: {quiet:?}");
+    assert_eq!(client.stats().suspects_asked, 0, "{:?}", client.stats());
+
+    // Killed, it announces nothing more: after two missed announcements it is asked,
+    // does not answer, and is dropped before its TTL has run out a second time.
+    child.kill();
+    let killed = Instant::now();
+    let event = tokio::time::timeout(Duration::from_secs(10), watcher.next())
+        .await
+        .expect("no delete within 10 s")
+        .unwrap();
+    let took = killed.elapsed();
+    eprintln!("SIGKILL -> delete: {took:?} (TTL 3 s)");
+    assert_eq!(event.action, Action::Delete);
+    assert_eq!(event.service.nodes[0].id, id);
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    let stats = client.stats();
+    assert_eq!(
+        (stats.suspects_asked, stats.suspects_dropped),
+        (1, 1),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -104,9 +104,12 @@ impl MdnsRegistryBuilder {
             Err(e) => tracing::debug!(error = %e, "no passive mDNS listener"),
         }
         let weak = Arc::downgrade(&shared);
+        let own = Arc::new(Mutex::new(HashMap::new()));
+        let announcing = Arc::downgrade(&own);
         let selected = interfaces.clone();
+        let announcer = daemon.clone();
         spawn("micro-mdns-query", move || {
-            refresh_loop(selected, weak, started)
+            refresh_loop(selected, weak, announcing, announcer, started)
         })?;
         Ok(MdnsRegistry {
             inner: Arc::new(Inner {
@@ -114,7 +117,7 @@ impl MdnsRegistryBuilder {
                 shared,
                 started,
                 interfaces,
-                own: Mutex::new(HashMap::new()),
+                own,
             }),
         })
     }

@@ -60,11 +60,16 @@
 //! node arriving in the next few seconds (a responder's late, delayed answer) are
 //! ignored. Node ids are never reused, so nothing legitimate is lost by this.
 //!
-//! A node whose process is killed sends no goodbye. Each registry asks the network who
-//! is alive (the same legacy unicast query) every third of the shortest TTL it knows,
-//! at most every 30 s, and forgets a node not heard from within its TTL: the `ttl`
-//! TXT key, which services fill from their register TTL (`MICRO_REGISTER_TTL`, 90 s
-//! by default, as go-micro's), or [`DEFAULT_TTL`] when a registration has none.
+//! A node whose process is killed sends no goodbye. So each registry announces its
+//! own nodes again (an unsolicited multicast answer, heard by every registry) every
+//! third of their TTL, between 1 s and 30 s, and every registry forgets a node not
+//! heard from within its TTL: the `ttl` TXT key, which services fill from their
+//! register TTL (`MICRO_REGISTER_TTL`, 90 s by default, as go-micro's), or
+//! [`DEFAULT_TTL`] when a registration has none. A node silent for 80 % of its TTL
+//! (two announcements missed) is first asked directly, as a suspected node is (below),
+//! so a node whose announcements are lost, or a peer that does not announce, is kept
+//! while it answers. Liveness thus costs one multicast packet per node per period,
+//! whatever the number of registries listening; `make bench-scale` measures it.
 //!
 //! Callers need not wait that long: a client that cannot connect to a node calls
 //! [`Registry::suspect`], and the registry asks that node directly (a legacy unicast
@@ -123,8 +128,6 @@ pub const FIRST_ANSWER: Duration = Duration::from_millis(250);
 /// Once answers arrive, how long a query waits for the next before it ends: long
 /// enough for the burst of answers from every responder on a busy host to come in.
 pub const QUIET: Duration = Duration::from_millis(100);
-/// The longest one periodic liveness query listens, however many answers keep coming.
-const MAX_QUERY: Duration = Duration::from_millis(1500);
 /// How long a suspected node ([`Registry::suspect`]) has to answer before it is
 /// dropped. A live responder answers a unicast query within milliseconds, even on a
 /// loaded host; a quarter of a second tolerates a slow one and still drops a dead node
@@ -133,10 +136,13 @@ pub const SUSPECT_WINDOW: Duration = Duration::from_millis(250);
 /// How long a node lives without a sign of life when its registration gave no TTL
 /// (go-micro's default register TTL).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(90);
-/// Bounds on how often nodes are asked whether they are alive: a third of the shortest
-/// TTL, within these.
-const MIN_REFRESH: Duration = Duration::from_millis(250);
-const MAX_REFRESH: Duration = Duration::from_secs(30);
+/// How often the registry's own thread looks for work: announcements due, nodes gone
+/// quiet, nodes expired.
+const TICK: Duration = Duration::from_millis(250);
+/// Bounds on how often a node of this process is announced again: a third of its TTL,
+/// within these (mdns-sd multicasts a record at most once a second).
+const MIN_ANNOUNCE: Duration = Duration::from_secs(1);
+const MAX_ANNOUNCE: Duration = Duration::from_secs(30);
 /// The most remote instances kept; more are ignored (and counted) so memory stays bounded.
 pub const MAX_INSTANCES: usize = 4096;
 
@@ -182,8 +188,45 @@ struct Inner {
     shared: Arc<Shared>,
     started: Instant,
     interfaces: MdnsInterfaces,
-    /// Nodes this process registered: node id -> mDNS full name.
-    own: Mutex<HashMap<String, String>>,
+    /// Nodes this process registered, by node id; shared with the thread that
+    /// announces them again.
+    own: Arc<Mutex<HashMap<String, Own>>>,
+}
+
+/// A node this process registered: its mDNS full name, the records it announces, and
+/// how often it announces them again.
+struct Own {
+    fullname: String,
+    info: ServiceInfo,
+    every: Duration,
+    announced: Instant,
+}
+
+/// How often a node registered with `ttl` is announced again: three times within its
+/// TTL, so that missing one announcement costs it nothing.
+fn announce_every(ttl: Option<Duration>) -> Duration {
+    (ttl.unwrap_or(DEFAULT_TTL) / 3).clamp(MIN_ANNOUNCE, MAX_ANNOUNCE)
+}
+
+/// Announces again the nodes of this process that are due. The lock is held while the
+/// command is queued, so that a deregistration (which takes the node out under the
+/// same lock before it says goodbye) is never followed by a late announcement.
+fn announce_due(daemon: &ServiceDaemon, own: &Mutex<HashMap<String, Own>>) {
+    let now = Instant::now();
+    let mut own = lock(own);
+    for node in own.values_mut() {
+        if now.duration_since(node.announced) < node.every {
+            continue;
+        }
+        match daemon.register(node.info.clone()) {
+            Ok(()) => node.announced = now,
+            // The command queue is full or the daemon is stopping: the next tick
+            // tries again.
+            Err(e) => {
+                tracing::debug!(error = %e, node = %node.fullname, "mDNS announcement not queued")
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -286,12 +329,22 @@ fn interface_ips(interfaces: &MdnsInterfaces) -> Vec<Ipv4Addr> {
     ips
 }
 
-/// Asks the network who is there: at once, twice (so a new process knows running
-/// services within milliseconds, all of them), then every third of the shortest TTL,
-/// expiring nodes that stopped answering. Ends when the registry is dropped.
-fn refresh_loop(interfaces: MdnsInterfaces, shared: std::sync::Weak<Shared>, started: Instant) {
-    let mut last_query: Option<Instant> = None;
-    let mut failing = false;
+/// Asks the network who is there at once, twice (so a new process knows running
+/// services within milliseconds, all of them); then, every [`TICK`], announces this
+/// process's nodes again when due, asks remote nodes that have gone quiet whether they
+/// are still there, and expires the ones not heard from within their TTL. Ends when
+/// the registry is dropped.
+///
+/// Liveness costs the network one announcement per node per third of its TTL, heard
+/// by everyone: it grows with the number of nodes. (Each registry asking everyone,
+/// as it did before, grew with its square.)
+fn refresh_loop(
+    interfaces: MdnsInterfaces,
+    shared: std::sync::Weak<Shared>,
+    own: std::sync::Weak<Mutex<HashMap<String, Own>>>,
+    daemon: ServiceDaemon,
+    started: Instant,
+) {
     if let Some(state) = shared.upgrade() {
         let until = started + MdnsRegistry::WARMUP;
         let window = Window {
@@ -300,7 +353,6 @@ fn refresh_loop(interfaces: MdnsInterfaces, shared: std::sync::Weak<Shared>, sta
             until,
         };
         for round in 1..=2 {
-            last_query = Some(Instant::now());
             match query::query(&interface_ips(&interfaces), window, |heard| {
                 state.absorb(heard)
             }) {
@@ -310,7 +362,6 @@ fn refresh_loop(interfaces: MdnsInterfaces, shared: std::sync::Weak<Shared>, sta
                 Err(e) => {
                     // The browse still finds everything, only up to a second later.
                     tracing::warn!(error = %e, "mDNS start-up query failed");
-                    failing = true;
                     break;
                 }
             }
@@ -324,41 +375,17 @@ fn refresh_loop(interfaces: MdnsInterfaces, shared: std::sync::Weak<Shared>, sta
         let Some(state) = shared.upgrade() else {
             return;
         };
-        // Recomputed every tick, so a node with a short TTL is checked on soon after
-        // it appears.
-        let every = state
-            .shortest_remote_ttl()
-            .map_or(MAX_REFRESH, |ttl| (ttl / 3).clamp(MIN_REFRESH, MAX_REFRESH));
-        if last_query.is_none_or(|at| at.elapsed() >= every) {
-            last_query = Some(Instant::now());
-            // Interfaces come and go (a container's network, a laptop's Wi-Fi): look
-            // them up on every round.
-            let window = Window {
-                first: FIRST_ANSWER,
-                quiet: QUIET,
-                until: Instant::now() + MAX_QUERY,
-            };
-            let result = query::query(&interface_ips(&interfaces), window, |heard| {
-                state.absorb(heard)
-            });
-            match result {
-                // Nothing is forgotten for this: nodes are heard through the browse,
-                // and expire by their TTL as usual.
-                Err(e) if !failing => {
-                    tracing::warn!(error = %e, "legacy unicast mDNS query failed; keeping known nodes");
-                    failing = true;
-                }
-                Err(e) => tracing::debug!(error = %e, "legacy unicast mDNS query failed again"),
-                Ok(_) if failing => {
-                    tracing::info!("legacy unicast mDNS queries work again");
-                    failing = false;
-                }
-                Ok(_) => {}
-            }
+        if let Some(own) = own.upgrade() {
+            announce_due(&daemon, &own);
+        }
+        // A node that missed two announcements is asked directly (and dropped when it
+        // does not answer); most never are.
+        for target in state.gone_quiet() {
+            check::enqueue(&state, target);
         }
         state.expire();
         drop(state);
-        std::thread::sleep(MIN_REFRESH);
+        std::thread::sleep(TICK);
     }
 }
 
@@ -462,10 +489,29 @@ impl Registry for MdnsRegistry {
         for node in &service.nodes {
             let info = Self::service_info(service, node, options.ttl)?;
             let fullname = normalize(info.get_fullname());
-            let already = lock(&self.inner.own).get(&node.id) == Some(&fullname);
-            if !already {
-                self.inner.daemon.register(info).map_err(backend)?;
-                lock(&self.inner.own).insert(node.id.clone(), fullname.clone());
+            {
+                let mut own = lock(&self.inner.own);
+                match own.get_mut(&node.id) {
+                    // Registered already (a service renews its registration every
+                    // interval): announced again on its own schedule, with what this
+                    // registration says.
+                    Some(known) if known.fullname == fullname => {
+                        known.info = info;
+                        known.every = announce_every(options.ttl);
+                    }
+                    _ => {
+                        self.inner.daemon.register(info.clone()).map_err(backend)?;
+                        own.insert(
+                            node.id.clone(),
+                            Own {
+                                fullname: fullname.clone(),
+                                info,
+                                every: announce_every(options.ttl),
+                                announced: Instant::now(),
+                            },
+                        );
+                    }
+                }
             }
             // This process sees its own node at once, without waiting for the loopback echo.
             let one = Service {
@@ -482,7 +528,7 @@ impl Registry for MdnsRegistry {
 
     async fn deregister(&self, service: &Service) -> Result<(), Error> {
         for node in &service.nodes {
-            let Some(fullname) = lock(&self.inner.own).remove(&node.id) else {
+            let Some(Own { fullname, .. }) = lock(&self.inner.own).remove(&node.id) else {
                 continue;
             };
             let escaped = Self::service_info(service, node, None)

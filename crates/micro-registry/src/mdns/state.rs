@@ -25,6 +25,8 @@ use crate::{Action, Service};
 
 /// How long after a goodbye stale answers for the same instance are ignored.
 const TOMBSTONE: Duration = Duration::from_secs(3);
+/// The part of its TTL a remote node may stay silent before it is asked directly.
+const QUIET_AFTER: f64 = 0.8;
 
 #[derive(Debug)]
 pub(super) struct Shared {
@@ -72,6 +74,8 @@ struct Known {
     /// Forgotten when not heard from for this long.
     ttl: Duration,
     last_seen: Instant,
+    /// When it was last asked directly because it had gone quiet.
+    asked: Option<Instant>,
 }
 
 /// mdns-sd writes dots inside the instance label as `\.` and ends names with a dot;
@@ -236,6 +240,7 @@ impl Shared {
                 own: own || before.is_some_and(|k| k.own),
                 ttl: ttl.unwrap_or(self.default_ttl),
                 last_seen: now,
+                asked: None,
             };
             match nodes.insert(id, known) {
                 None => events.push((Action::Create, service)),
@@ -363,16 +368,31 @@ impl Shared {
         self.publish(events);
     }
 
-    /// The shortest TTL of any remote node, if any.
-    pub(super) fn shortest_remote_ttl(&self) -> Option<Duration> {
-        let cache = lock(&self.cache);
-        cache
-            .services
-            .values()
-            .flat_map(BTreeMap::values)
-            .filter(|k| !k.own)
-            .map(|k| k.ttl)
-            .min()
+    /// Remote nodes that have gone quiet: not heard from for [`QUIET_AFTER`] of their
+    /// TTL, which is two announcements missed (nodes announce themselves every third
+    /// of their TTL), and not asked about in the last tenth of it. Each is marked as
+    /// asked; the caller asks it (see `check`).
+    pub(super) fn gone_quiet(&self) -> Vec<Target> {
+        let now = Instant::now();
+        let mut quiet = Vec::new();
+        let mut cache = lock(&self.cache);
+        let cache = &mut *cache;
+        for (name, nodes) in &mut cache.services {
+            for (id, known) in nodes.iter_mut() {
+                let silent_for = now.duration_since(known.last_seen);
+                let asked_lately = known
+                    .asked
+                    .is_some_and(|at| now.duration_since(at) < known.ttl / 10);
+                if known.own || asked_lately || silent_for < known.ttl.mul_f64(QUIET_AFTER) {
+                    continue;
+                }
+                known.asked = Some(now);
+                if let Some(target) = Self::target_of(known, (name.clone(), id.clone())) {
+                    quiet.push(target);
+                }
+            }
+        }
+        quiet
     }
 
     fn publish(&self, events: Vec<(Action, Service)>) {
