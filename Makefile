@@ -6,6 +6,7 @@
 #   make doc    the API docs, all features, failing on any rustdoc warning or broken link
 #   make package  every crate packed as for crates.io and built from its package
 #   make bench  micro against raw tonic (bare and observed), discovery speed, footprint, `micro services` (BENCHMARKS.md)
+#   make bench-scale  brokers against raw async-nats, cold start on mDNS and etcd (BENCHMARKS.md; about 5 minutes)
 #   make chaos  faults against the example's release processes (RELIABILITY.md)
 #   make docker build the example images (no registry needed: static binaries, FROM scratch)
 #   make run    run consignment-service with port 50051 published, as the tutorial does
@@ -19,7 +20,7 @@
 CARGO ?= cargo
 NETNS := scripts/in-netns
 
-.PHONY: demo test lint readme doc package build bench chaos docker docker-bins run docker-test deps
+.PHONY: demo test lint readme doc package build bench bench-scale chaos docker docker-bins run docker-test deps
 
 # Static binaries for FROM scratch images.
 TARGET := x86_64-unknown-linux-gnu
@@ -80,6 +81,19 @@ bench:
 	$(NETNS) $(CARGO) bench --offline --bench rpc --features otel,metrics -- --observability
 	$(NETNS) $(CARGO) bench --offline --bench rpc --features otel,metrics -- --observability --otlp
 	$(NETNS) scripts/bench-cli.sh
+
+# Kept out of `make bench`: the broker table alone runs over three minutes. Both
+# benches start their own nats-server and etcd on loopback ports; the vessel they
+# spawn is built with etcd (it also runs on mDNS). Same features for both benches,
+# so the package is built once.
+SCALE_FEATURES := etcd,nats
+
+bench-scale: deps
+	$(CARGO) build --release --example vessel --features etcd
+	$(CARGO) bench --no-run --bench broker --bench coldstart --features $(SCALE_FEATURES)
+	$(NETNS) $(CARGO) bench --offline --bench broker --features $(SCALE_FEATURES)
+	@echo
+	$(NETNS) $(CARGO) bench --offline --bench coldstart --features $(SCALE_FEATURES)
 
 # The examples with the etcd registry and the NATS broker compiled in (the options
 # only add choices); the suite starts them as processes, inside the namespace.
