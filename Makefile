@@ -6,7 +6,7 @@
 #   make doc    the API docs, all features, failing on any rustdoc warning or broken link
 #   make package  every crate packed as for crates.io and built from its package
 #   make bench  micro against raw tonic (bare and observed), discovery speed, footprint, `micro services` (BENCHMARKS.md)
-#   make bench-scale  brokers against raw async-nats, cold start on mDNS and etcd (BENCHMARKS.md; about 5 minutes)
+#   make bench-scale  brokers against raw async-nats, cold start on mDNS and etcd (BENCHMARKS.md; 3 to 5 minutes)
 #   make chaos  faults against the example's release processes (RELIABILITY.md)
 #   make docker build the example images (no registry needed: static binaries, FROM scratch)
 #   make run    run consignment-service with port 50051 published, as the tutorial does
@@ -82,7 +82,7 @@ bench:
 	$(NETNS) $(CARGO) bench --offline --bench rpc --features otel,metrics -- --observability --otlp
 	$(NETNS) scripts/bench-cli.sh
 
-# Kept out of `make bench`: the broker table alone runs over three minutes. Both
+# Kept out of `make bench`: with its builds it takes over three minutes. Both
 # benches start their own nats-server and etcd on loopback ports; the vessel they
 # spawn is built with etcd (it also runs on mDNS). Same features for both benches,
 # so the package is built once.
