@@ -6,7 +6,8 @@
 #   make doc    the API docs, all features, failing on any rustdoc warning or broken link
 #   make package  every crate packed as for crates.io and built from its package
 #   make bench  micro against raw tonic (bare and observed), discovery speed, footprint, `micro services` (BENCHMARKS.md)
-#   make bench-scale  discovery and events at size: hundreds of mDNS nodes (BENCHMARKS.md; ~8 min)
+#   make bench-scale  at size: hundreds of mDNS node processes, brokers against raw async-nats,
+#                     cold start on mDNS and etcd (BENCHMARKS.md; about 12 minutes)
 #   make chaos  faults against the example's release processes (RELIABILITY.md)
 #   make docker build the example images (no registry needed: static binaries, FROM scratch)
 #   make run    run consignment-service with port 50051 published, as the tutorial does
@@ -82,11 +83,8 @@ bench:
 	$(NETNS) $(CARGO) bench --offline --bench rpc --features otel,metrics -- --observability --otlp
 	$(NETNS) scripts/bench-cli.sh
 
-# Longer than `make bench` (minutes): every node is a process of its own, and traffic
-# at rest is counted over a full refresh period at each size.
-bench-scale:
-	$(CARGO) bench --no-run -p micro-registry --bench mdns_scale
-	$(NETNS) $(CARGO) bench --offline -p micro-registry --bench mdns_scale
+#   make bench-scale  at size: hundreds of mDNS node processes, brokers against raw async-nats,
+#                     cold start on mDNS and etcd (BENCHMARKS.md; about 12 minutes)
 
 # The examples with the etcd registry and the NATS broker compiled in (the options
 # only add choices); the suite starts them as processes, inside the namespace.

@@ -46,8 +46,8 @@ async fn flush(client: &async_nats::Client) -> Result<(), BrokerError> {
     }
 }
 
-/// go-micro's `broker.Message` as JSON.
-#[derive(serde::Serialize, serde::Deserialize)]
+/// go-micro's `broker.Message` as JSON, as received.
+#[derive(serde::Deserialize)]
 struct Envelope {
     #[serde(rename = "Header", default)]
     header: Option<HashMap<String, String>>,
@@ -55,14 +55,30 @@ struct Envelope {
     body: Option<String>,
 }
 
-/// Encodes a message as go-micro's NATS payload.
+/// Encodes a message as go-micro's NATS payload: the bytes serde_json writes for
+/// `{"Header": {...}, "Body": "<base64>"}`, with the base64 written straight into
+/// the payload (it needs no escaping): one buffer, no intermediate string.
 pub fn encode(message: &Message) -> Vec<u8> {
-    let envelope = Envelope {
-        header: Some(message.header.clone()),
-        body: Some(base64::engine::general_purpose::STANDARD.encode(&message.body)),
-    };
-    // A map of strings and a string always serialise.
-    serde_json::to_vec(&envelope).unwrap_or_default()
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let body_len = base64::encoded_len(message.body.len(), true).unwrap_or(0);
+    let mut out = Vec::with_capacity(32 + 64 * message.header.len() + body_len);
+    out.extend_from_slice(br#"{"Header":"#);
+    // A map of strings always serialises (into a Vec, writing cannot fail).
+    if serde_json::to_writer(&mut out, &message.header).is_err() {
+        return Vec::new();
+    }
+    out.extend_from_slice(br#","Body":""#);
+    let start = out.len();
+    out.resize(start + body_len, 0);
+    // The slice is exactly `encoded_len` long, so this cannot run out of room.
+    if engine
+        .encode_slice(&message.body, &mut out[start..])
+        .is_err()
+    {
+        return Vec::new();
+    }
+    out.extend_from_slice(br#""}"#);
+    out
 }
 
 /// Decodes go-micro's NATS payload.
@@ -209,9 +225,12 @@ impl Broker for NatsBroker {
         let stopped = stop.clone();
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
+            // One cancellation future for the subscription's life, not one per message.
+            let cancelled = stopped.cancelled();
+            tokio::pin!(cancelled);
             loop {
                 let next = tokio::select! {
-                    () = stopped.cancelled() => break,
+                    () = &mut cancelled => break,
                     next = subscription.next() => next,
                 };
                 let Some(received) = next else { break };
@@ -254,6 +273,38 @@ mod tests {
         assert_eq!(message.body, br#"{"id":"1"}"#);
         assert_eq!(message.header["Micro-Topic"], "events");
         assert_eq!(decode(&encode(&message)).unwrap(), message);
+        // Byte for byte what serde_json writes for go-micro's layout.
+        let expected = serde_json::json!({
+            "Header": message.header,
+            "Body": base64::engine::general_purpose::STANDARD.encode(&message.body),
+        });
+        let encoded: serde_json::Value = serde_json::from_slice(&encode(&message)).unwrap();
+        assert_eq!(encoded, expected);
+        let plain = Message {
+            header: HashMap::from([("Micro-Topic".to_string(), "a\"b".to_string())]),
+            body: vec![0xff; 1024],
+        };
+        #[derive(serde::Serialize)]
+        struct Written<'a> {
+            #[serde(rename = "Header")]
+            header: &'a HashMap<String, String>,
+            #[serde(rename = "Body")]
+            body: String,
+        }
+        let written = serde_json::to_vec(&Written {
+            header: &plain.header,
+            body: base64::engine::general_purpose::STANDARD.encode(&plain.body),
+        })
+        .unwrap();
+        assert_eq!(encode(&plain), written);
+        assert_eq!(decode(&written).unwrap(), plain);
+        // An escaped body (legal JSON) still decodes.
+        assert_eq!(
+            decode(br#"{"Body":"eyJpZCI6IjEifQ\u003d\u003d"}"#)
+                .unwrap()
+                .body,
+            br#"{"id":"1"}"#
+        );
         assert!(decode(b"not json").is_err());
         assert!(decode(br#"{"Body":"%%%"}"#).is_err());
         assert_eq!(
