@@ -35,6 +35,10 @@ const MAX_ROUND: usize = 64;
 pub(super) struct Target {
     pub(super) asked: Asked,
     pub(super) key: (String, String),
+    /// Suspected (a client could not connect, or mdns-sd dropped it): forgotten at
+    /// once when it does not answer. A node that has only gone quiet is not: it
+    /// expires by its TTL unless it answers or announces itself first.
+    pub(super) suspected: bool,
 }
 
 /// The suspected nodes of one registry.
@@ -120,10 +124,17 @@ fn run(shared: &Shared) {
         match query::ask(&interface_ips(&shared.interfaces), &asked, SUSPECT_WINDOW) {
             Ok(answered) => {
                 for target in &round {
-                    shared.suspects_asked.fetch_add(1, Ordering::Relaxed);
-                    if answered.contains(&target.asked.fullname) {
-                        shared.suspects_answered.fetch_add(1, Ordering::Relaxed);
+                    let answer = answered.contains(&target.asked.fullname);
+                    if answer {
                         shared.seen(&target.asked.fullname);
+                    }
+                    if !target.suspected {
+                        shared.quiet_asked.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    shared.suspects_asked.fetch_add(1, Ordering::Relaxed);
+                    if answer {
+                        shared.suspects_answered.fetch_add(1, Ordering::Relaxed);
                     } else if shared.forget_if_silent(target, since) {
                         shared.suspects_dropped.fetch_add(1, Ordering::Relaxed);
                     }

@@ -44,13 +44,15 @@
 //! the multicast answers the browse relies on are rate-limited to one per record per
 //! second, so a process started just after a service would otherwise wait up to a
 //! second. It listens [`FIRST_ANSWER`] for a first answer and then as long as answers
-//! keep coming ([`QUIET`] without one ends it), then asks a second time the same way,
-//! for answers lost in the burst or sent late by a busy responder. Until both are done
-//! (at most [`MdnsRegistry::WARMUP`] after start) every lookup waits for them, so the
-//! first answer lists every node that answered, not only the first few: about
-//! 2 × [`QUIET`] plus the answers' travel time when nodes are there (~0.2 s on one
-//! host), 2 × [`FIRST_ANSWER`] (0.5 s) when nobody answers. After that, lookups are
-//! answered from memory at once, a miss included.
+//! keep coming: a silence three times as long as the slowest answer took, between
+//! [`MIN_QUIET`] and [`QUIET`], ends it. Then it asks a second time on the same
+//! socket, for answers lost in the burst; a late answer to the first question still
+//! counts. Until both are done (at most [`MdnsRegistry::WARMUP`] after start) every
+//! lookup waits for them, so the first answer lists every node that answered, not
+//! only the first few: about 2 × [`MIN_QUIET`] (60–70 ms) when nodes are there on a
+//! quiet host, up to 2 × [`QUIET`] on a busy one, 2 × [`FIRST_ANSWER`] (0.5 s) when
+//! nobody answers. After that, lookups are answered from memory at once, a miss
+//! included.
 //!
 //! # Leaving, and dying
 //!
@@ -62,13 +64,13 @@
 //!
 //! A node whose process is killed sends no goodbye. So each registry announces its
 //! own nodes again (an unsolicited multicast answer, heard by every registry) every
-//! third of their TTL, between 1 s and 30 s, and every registry forgets a node not
+//! third of their TTL, between 2 s and 30 s, and every registry forgets a node not
 //! heard from within its TTL: the `ttl` TXT key, which services fill from their
 //! register TTL (`MICRO_REGISTER_TTL`, 90 s by default, as go-micro's), or
 //! [`DEFAULT_TTL`] when a registration has none. A node silent for 80 % of its TTL
-//! (two announcements missed) is first asked directly, as a suspected node is (below),
-//! so a node whose announcements are lost, or a peer that does not announce, is kept
-//! while it answers. Liveness thus costs one multicast packet per node per period,
+//! (two announcements missed; with a TTL under 4 s, from 0.75 s before it ends) is
+//! asked directly, as a suspected node is (below), and again every tenth of its TTL, so a node whose announcements are lost, or a peer
+//! that does not announce, is kept while it answers. Liveness thus costs one multicast packet per node per period,
 //! whatever the number of registries listening; `make bench-scale` measures it.
 //!
 //! Callers need not wait that long: a client that cannot connect to a node calls
@@ -125,9 +127,13 @@ pub const ENV_INTERFACES: &str = "MICRO_MDNS_INTERFACES";
 /// How long a query waits for its first answer. Responders answer a legacy unicast
 /// query at once, so this is mostly for a host busy enough to be slow.
 pub const FIRST_ANSWER: Duration = Duration::from_millis(250);
-/// Once answers arrive, how long a query waits for the next before it ends: long
+/// Once answers arrive, the longest a query waits for the next before it ends: long
 /// enough for the burst of answers from every responder on a busy host to come in.
+/// It waits three times as long as the answers so far took, at least [`MIN_QUIET`]:
+/// answers on one quiet host take a millisecond or two.
 pub const QUIET: Duration = Duration::from_millis(100);
+/// The shortest a query waits, after an answer, for the next.
+pub const MIN_QUIET: Duration = Duration::from_millis(30);
 /// How long a suspected node ([`Registry::suspect`]) has to answer before it is
 /// dropped. A live responder answers a unicast query within milliseconds, even on a
 /// loaded host; a quarter of a second tolerates a slow one and still drops a dead node
@@ -140,8 +146,9 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(90);
 /// quiet, nodes expired.
 const TICK: Duration = Duration::from_millis(250);
 /// Bounds on how often a node of this process is announced again: a third of its TTL,
-/// within these (mdns-sd multicasts a record at most once a second).
-const MIN_ANNOUNCE: Duration = Duration::from_secs(1);
+/// within these. mdns-sd multicasts a record at most once a second, and repeats each
+/// announcement a second later: two seconds apart, no announcement is cut.
+const MIN_ANNOUNCE: Duration = Duration::from_secs(2);
 const MAX_ANNOUNCE: Duration = Duration::from_secs(30);
 /// The most remote instances kept; more are ignored (and counted) so memory stays bounded.
 pub const MAX_INSTANCES: usize = 4096;
@@ -156,6 +163,9 @@ pub struct MdnsStats {
     pub over_limit: u64,
     /// Suspected nodes asked whether they are alive (see [`Registry::suspect`]).
     pub suspects_asked: u64,
+    /// Nodes asked because nothing was heard from them for 80 % of their TTL (two
+    /// announcements missed); each expires by its TTL unless it answers.
+    pub quiet_asked: u64,
     /// Of those, the ones that answered (and were kept).
     pub suspects_answered: u64,
     /// Of those, the ones that did not answer and were dropped.
@@ -346,28 +356,20 @@ fn refresh_loop(
     started: Instant,
 ) {
     if let Some(state) = shared.upgrade() {
-        let until = started + MdnsRegistry::WARMUP;
         let window = Window {
             first: FIRST_ANSWER,
-            quiet: QUIET,
-            until,
+            quiet: MIN_QUIET..=QUIET,
+            rounds: 2,
+            until: started + MdnsRegistry::WARMUP,
         };
-        for round in 1..=2 {
-            match query::query(&interface_ips(&interfaces), window, |heard| {
-                state.absorb(heard)
-            }) {
-                Ok(heard) => {
-                    tracing::debug!(round, answered = heard.instances.len(), elapsed = ?started.elapsed(), "mDNS start-up query");
-                }
-                Err(e) => {
-                    // The browse still finds everything, only up to a second later.
-                    tracing::warn!(error = %e, "mDNS start-up query failed");
-                    break;
-                }
+        match query::query(&interface_ips(&interfaces), &window, |heard| {
+            state.absorb(heard)
+        }) {
+            Ok(heard) => {
+                tracing::debug!(answered = heard.instances.len(), elapsed = ?started.elapsed(), "mDNS start-up query");
             }
-            if Instant::now() >= until {
-                break;
-            }
+            // The browse still finds everything, only up to a second later.
+            Err(e) => tracing::warn!(error = %e, "mDNS start-up query failed"),
         }
         state.settle();
     }
@@ -419,6 +421,7 @@ impl MdnsRegistry {
             malformed: load(&shared.malformed),
             over_limit: load(&shared.over_limit),
             suspects_asked: load(&shared.suspects_asked),
+            quiet_asked: load(&shared.quiet_asked),
             suspects_answered: load(&shared.suspects_answered),
             suspects_dropped: load(&shared.suspects_dropped),
             check_errors: load(&shared.check_errors),

@@ -79,15 +79,30 @@ impl Heard {
 }
 
 /// How long a query listens for answers.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Window {
     /// How long to wait for the first answer.
     pub(crate) first: Duration,
-    /// After an answer, how long to wait for the next one: answers come in a burst,
-    /// and the query ends once they stop.
-    pub(crate) quiet: Duration,
+    /// After an answer, how long to wait for the next one: three times as long as the
+    /// answers so far took to come, within these bounds. Answers come in a burst, and
+    /// a round ends once they stop; a busy host, whose answers come late, is waited
+    /// for longer.
+    pub(crate) quiet: std::ops::RangeInclusive<Duration>,
+    /// How many times the question is asked, each time once the answers to the last
+    /// one have stopped, on the same socket (so a late answer to an earlier round
+    /// still counts).
+    pub(crate) rounds: usize,
     /// Never listen past this.
     pub(crate) until: Instant,
+}
+
+impl Window {
+    /// How long to wait for more after an answer that took `latency` to come.
+    fn quiet_after(&self, latency: Duration) -> Duration {
+        latency
+            .saturating_mul(3)
+            .clamp(*self.quiet.start(), *self.quiet.end())
+    }
 }
 
 /// Sends a PTR query for `_micro._tcp.local.` from an ephemeral port, out of each of
@@ -95,7 +110,7 @@ pub(crate) struct Window {
 /// calling `on_packet` with everything heard so far after each answer. Blocking.
 pub(crate) fn query(
     interfaces: &[Ipv4Addr],
-    window: Window,
+    window: &Window,
     mut on_packet: impl FnMut(&mut Heard),
 ) -> std::io::Result<Heard> {
     let mut packet = Packet::new_query(0);
@@ -107,16 +122,33 @@ pub(crate) fn query(
         false,
     ));
     let bytes = packet.build_bytes_vec().map_err(invalid)?;
-    let socket = send(interfaces, &[bytes])?;
+    let packets = [bytes];
+    let socket = send(interfaces, &packets)?;
 
     let mut heard = Heard::default();
-    let started = Instant::now();
-    let mut deadline = window.until.min(started + window.first);
     let mut buf = vec![0u8; MAX_PACKET];
-    while let Some(n) = receive(&socket, &mut buf, deadline)? {
-        read_packet(&buf[..n], &mut heard);
-        on_packet(&mut heard);
-        deadline = window.until.min(Instant::now() + window.quiet);
+    // The slowest answer of the round so far, from its question.
+    let mut latency: Option<Duration> = None;
+    for round in 1..=window.rounds.max(1) {
+        let sent = Instant::now();
+        if round > 1 {
+            resend(&socket, interfaces, &packets);
+        }
+        let wait = latency.map_or(window.first, |l| window.quiet_after(l));
+        let mut deadline = window.until.min(sent + wait);
+        while let Some(n) = receive(&socket, &mut buf, deadline)? {
+            read_packet(&buf[..n], &mut heard);
+            on_packet(&mut heard);
+            let now = Instant::now();
+            let took = now.duration_since(sent);
+            latency = Some(latency.map_or(took, |l| l.max(took)));
+            deadline = window
+                .until
+                .min(now + window.quiet_after(latency.unwrap_or(took)));
+        }
+        if Instant::now() >= window.until {
+            break;
+        }
     }
     Ok(heard)
 }
@@ -241,6 +273,19 @@ fn send(interfaces: &[Ipv4Addr], packets: &[Vec<u8>]) -> std::io::Result<UdpSock
         return Err(last_error.unwrap_or_else(|| std::io::Error::other("no interface to query on")));
     }
     Ok(socket)
+}
+
+/// Sends `packets` again from `socket`, out of each of `interfaces`; best effort (the
+/// first round was sent, so answers may still come).
+fn resend(socket: &UdpSocket, interfaces: &[Ipv4Addr], packets: &[Vec<u8>]) {
+    for ip in interfaces {
+        if set_multicast_if(socket, *ip).is_err() {
+            continue;
+        }
+        for bytes in packets {
+            let _ = socket.send_to(bytes, SocketAddrV4::new(MDNS_GROUP, 5353));
+        }
+    }
 }
 
 /// Reads one packet into `buf`, waiting until `deadline`: its length, or `None` when

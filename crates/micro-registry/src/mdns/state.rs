@@ -27,6 +27,11 @@ use crate::{Action, Service};
 const TOMBSTONE: Duration = Duration::from_secs(3);
 /// The part of its TTL a remote node may stay silent before it is asked directly.
 const QUIET_AFTER: f64 = 0.8;
+/// Time left in a quiet node's TTL when it is asked at the latest: two ticks of the
+/// registry's thread (one to notice, one to expire) and the time an answer may take.
+const ASK_MARGIN: Duration = Duration::from_millis(
+    2 * super::TICK.as_millis() as u64 + super::SUSPECT_WINDOW.as_millis() as u64,
+);
 
 #[derive(Debug)]
 pub(super) struct Shared {
@@ -37,6 +42,8 @@ pub(super) struct Shared {
     pub(super) over_limit: AtomicU64,
     /// Suspected nodes asked whether they are alive, and what came of it.
     pub(super) suspects_asked: AtomicU64,
+    /// Nodes asked because they had gone quiet.
+    pub(super) quiet_asked: AtomicU64,
     pub(super) suspects_answered: AtomicU64,
     pub(super) suspects_dropped: AtomicU64,
     pub(super) check_errors: AtomicU64,
@@ -110,6 +117,7 @@ impl Shared {
             malformed: AtomicU64::new(0),
             over_limit: AtomicU64::new(0),
             suspects_asked: AtomicU64::new(0),
+            quiet_asked: AtomicU64::new(0),
             suspects_answered: AtomicU64::new(0),
             suspects_dropped: AtomicU64::new(0),
             check_errors: AtomicU64::new(0),
@@ -305,6 +313,7 @@ impl Shared {
                 host: known.host.clone(),
             },
             key,
+            suspected: true,
         })
     }
 
@@ -370,8 +379,11 @@ impl Shared {
 
     /// Remote nodes that have gone quiet: not heard from for [`QUIET_AFTER`] of their
     /// TTL, which is two announcements missed (nodes announce themselves every third
-    /// of their TTL), and not asked about in the last tenth of it. Each is marked as
-    /// asked; the caller asks it (see `check`).
+    /// of their TTL), or [`ASK_MARGIN`] before it ends when that comes first, and not
+    /// asked about in the last tenth of it. Each is marked as
+    /// asked; the caller asks it (see `check`). One that does not answer is not
+    /// dropped for it (a busy host may answer late): it expires by its TTL, and is
+    /// asked again meanwhile.
     pub(super) fn gone_quiet(&self) -> Vec<Target> {
         let now = Instant::now();
         let mut quiet = Vec::new();
@@ -383,11 +395,18 @@ impl Shared {
                 let asked_lately = known
                     .asked
                     .is_some_and(|at| now.duration_since(at) < known.ttl / 10);
-                if known.own || asked_lately || silent_for < known.ttl.mul_f64(QUIET_AFTER) {
+                // A short TTL leaves announcements no room (they are at least 2 s
+                // apart): ask early enough that the answer can come before it ends.
+                let ask_after = known
+                    .ttl
+                    .mul_f64(QUIET_AFTER)
+                    .min(known.ttl.saturating_sub(ASK_MARGIN));
+                if known.own || asked_lately || silent_for < ask_after {
                     continue;
                 }
                 known.asked = Some(now);
-                if let Some(target) = Self::target_of(known, (name.clone(), id.clone())) {
+                if let Some(mut target) = Self::target_of(known, (name.clone(), id.clone())) {
+                    target.suspected = false;
                     quiet.push(target);
                 }
             }
