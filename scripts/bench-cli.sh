@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=15
-release=target/release
+# Where cargo put the release build: CARGO_TARGET_DIR when set.
+release=${CARGO_TARGET_DIR:-target}/release
 micro=$release/micro
 for bin in "$micro" "$release/examples/vessel" "$release/examples/consignment"; do
     [ -x "$bin" ] || { echo "$bin is missing: cargo build --release --examples -p micro-examples -p micro-cli" >&2; exit 1; }
