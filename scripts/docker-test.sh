@@ -53,7 +53,14 @@ code=$(docker inspect "$vessel" --format '{{.State.ExitCode}}')
 echo "docker stop vessel: ${took} ms, exit code $code"
 [ "$code" = 0 ] || fail "vessel exited with $code on SIGTERM"
 [ "$took" -le 2000 ] || fail "docker stop took ${took} ms (more than 2 s)"
-docker logs "$vessel" 2>&1 | grep -q deregistered || fail "vessel did not deregister"
+# Docker's log driver may hand over the last lines a moment after the container
+# exits: look for a second before calling it missing, and show the log if it is.
+deregistered=false
+for _ in $(seq 1 10); do
+    if docker logs "$vessel" 2>&1 | grep -q deregistered; then deregistered=true; break; fi
+    sleep 0.1
+done
+[ "$deregistered" = true ] || { docker logs "$vessel" 2>&1 | tail -20; fail "vessel did not deregister"; }
 
 if out=$(cli); then echo "$out"; fail "booking succeeded without a vessel service"; fi
 echo "$out" | grep -q "no vessel available" || { echo "$out"; fail "unclear error without a vessel service"; }
