@@ -69,8 +69,9 @@
 //! register TTL (`MICRO_REGISTER_TTL`, 90 s by default, as go-micro's), or
 //! [`DEFAULT_TTL`] when a registration has none. A node silent for 80 % of its TTL
 //! (two announcements missed; with a TTL under 4 s, from 0.75 s before it ends) is
-//! asked directly, as a suspected node is (below), and again every tenth of its TTL, so a node whose announcements are lost, or a peer
-//! that does not announce, is kept while it answers. Liveness thus costs one multicast packet per node per period,
+//! asked directly, as a suspected node is (below), and again every tenth of its TTL,
+//! so a node whose announcements are lost, or a peer that does not announce, is kept
+//! while it answers. Liveness thus costs one multicast packet per node per period,
 //! whatever the number of registries listening; `make bench-scale` measures it.
 //!
 //! Callers need not wait that long: a client that cannot connect to a node calls
