@@ -457,6 +457,15 @@ fn nats_server() -> NatsServer {
     server
 }
 
+fn wanted(system: System) -> bool {
+    let key = match system {
+        System::Raw => "raw",
+        System::Nats => "nats",
+        System::Registry => "registry",
+    };
+    std::env::var("BENCH_SYSTEMS").map_or(true, |list| list.split(',').any(|s| s.trim() == key))
+}
+
 fn rounds() -> usize {
     std::env::var("BENCH_ROUNDS")
         .ok()
@@ -477,7 +486,12 @@ async fn main() {
     now_ns();
     let server = nats_server();
     let rounds = rounds();
-    let systems = [System::Raw, System::Nats, System::Registry];
+    // `BENCH_SYSTEMS=raw,nats` runs only those (to profile one); raw stays first,
+    // the ratios' reference.
+    let systems: Vec<System> = [System::Raw, System::Nats, System::Registry]
+        .into_iter()
+        .filter(|system| wanted(*system))
+        .collect();
     println!(
         "Brokers, 1 KiB payloads, one publisher, {rounds} rounds per point: throughput \
          (publishing flat out for {BURST:?} or {BURST_MAX} messages), latency paced at \

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -52,15 +51,44 @@ struct Envelope {
     #[serde(rename = "Header", default)]
     header: Option<HashMap<String, String>>,
     #[serde(rename = "Body", default)]
-    body: Option<String>,
+    body: Option<Body>,
+}
+
+/// The envelope's `Body`, decoded from base64 as it is read: serde_json hands over
+/// the string's bytes (escapes undone) without checking them as UTF-8, and base64
+/// accepts nothing but its own alphabet, so the text is read once.
+struct Body(Vec<u8>);
+
+impl<'de> serde::Deserialize<'de> for Body {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Base64;
+        impl serde::de::Visitor<'_> for Base64 {
+            type Value = Body;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a base64 string")
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, text: &[u8]) -> Result<Body, E> {
+                base64_simd::STANDARD
+                    .decode_to_vec(text)
+                    .map(Body)
+                    .map_err(|e| E::custom(format_args!("Body is not base64: {e}")))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Body, E> {
+                self.visit_bytes(text.as_bytes())
+            }
+        }
+        deserializer.deserialize_bytes(Base64)
+    }
 }
 
 /// Encodes a message as go-micro's NATS payload: the bytes serde_json writes for
 /// `{"Header": {...}, "Body": "<base64>"}`, with the base64 written straight into
 /// the payload (it needs no escaping): one buffer, no intermediate string.
 pub fn encode(message: &Message) -> Vec<u8> {
-    let engine = &base64::engine::general_purpose::STANDARD;
-    let body_len = base64::encoded_len(message.body.len(), true).unwrap_or(0);
+    let body_len = base64_simd::STANDARD.encoded_length(message.body.len());
     let mut out = Vec::with_capacity(32 + 64 * message.header.len() + body_len);
     out.extend_from_slice(br#"{"Header":"#);
     // A map of strings always serialises (into a Vec, writing cannot fail).
@@ -68,15 +96,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
         return Vec::new();
     }
     out.extend_from_slice(br#","Body":""#);
-    let start = out.len();
-    out.resize(start + body_len, 0);
-    // The slice is exactly `encoded_len` long, so this cannot run out of room.
-    if engine
-        .encode_slice(&message.body, &mut out[start..])
-        .is_err()
-    {
-        return Vec::new();
-    }
+    base64_simd::STANDARD.encode_append(&message.body, &mut out);
     out.extend_from_slice(br#""}"#);
     out
 }
@@ -84,15 +104,9 @@ pub fn encode(message: &Message) -> Vec<u8> {
 /// Decodes go-micro's NATS payload.
 pub fn decode(payload: &[u8]) -> Result<Message, String> {
     let envelope: Envelope = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-    let body = match envelope.body {
-        Some(text) => base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|e| format!("Body is not base64: {e}"))?,
-        None => Vec::new(),
-    };
     Ok(Message {
         header: envelope.header.unwrap_or_default(),
-        body,
+        body: envelope.body.map(|Body(bytes)| bytes).unwrap_or_default(),
     })
 }
 
@@ -105,7 +119,11 @@ pub struct NatsBroker {
 #[derive(Debug)]
 struct Inner {
     servers: String,
-    client: tokio::sync::RwLock<Option<async_nats::Client>>,
+    /// Connects and disconnects run one at a time.
+    connecting: tokio::sync::Mutex<()>,
+    /// The connection, read by every publish: behind an `Arc`, since cloning the
+    /// client itself touches a dozen counters its connection task shares.
+    client: std::sync::RwLock<Option<Arc<async_nats::Client>>>,
     malformed: AtomicU64,
 }
 
@@ -115,7 +133,8 @@ impl NatsBroker {
         Self {
             inner: Arc::new(Inner {
                 servers: addresses.into(),
-                client: tokio::sync::RwLock::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                client: std::sync::RwLock::new(None),
                 malformed: AtomicU64::new(0),
             }),
         }
@@ -126,13 +145,26 @@ impl NatsBroker {
         self.inner.malformed.load(Ordering::Relaxed)
     }
 
-    async fn client(&self) -> Result<async_nats::Client, BrokerError> {
+    fn client(&self) -> Result<Arc<async_nats::Client>, BrokerError> {
         self.inner
             .client
             .read()
-            .await
+            // The lock guards a plain swap: a panic elsewhere leaves a usable value.
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
             .ok_or(BrokerError::NotConnected("nats"))
+    }
+
+    fn set_client(
+        &self,
+        client: Option<Arc<async_nats::Client>>,
+    ) -> Option<Arc<async_nats::Client>> {
+        let mut slot = self
+            .inner
+            .client
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *slot, client)
     }
 }
 
@@ -146,8 +178,8 @@ fn backend(e: impl std::fmt::Display) -> BrokerError {
 #[async_trait]
 impl Broker for NatsBroker {
     async fn connect(&self) -> Result<(), BrokerError> {
-        let mut client = self.inner.client.write().await;
-        if client.is_some() {
+        let _connecting = self.inner.connecting.lock().await;
+        if self.client().is_ok() {
             return Ok(());
         }
         let servers: Vec<async_nats::ServerAddr> = self
@@ -163,12 +195,13 @@ impl Broker for NatsBroker {
             .connect(servers)
             .await
             .map_err(|e| backend(format!("connect to {}: {e}", self.inner.servers)))?;
-        *client = Some(connected);
+        self.set_client(Some(Arc::new(connected)));
         Ok(())
     }
 
     async fn disconnect(&self) -> Result<(), BrokerError> {
-        if let Some(client) = self.inner.client.write().await.take() {
+        let _connecting = self.inner.connecting.lock().await;
+        if let Some(client) = self.set_client(None) {
             // Deliver what was published (if the server answers in time), then close.
             let flushed = flush(&client).await;
             match tokio::time::timeout(FLUSH_TIMEOUT, client.drain()).await {
@@ -189,10 +222,16 @@ impl Broker for NatsBroker {
         if topic.is_empty() {
             return Err(BrokerError::InvalidTopic(topic.to_string()));
         }
-        let deadline = options.deadline_or_default();
-        let client = self.client().await?;
-        // Buffered: this waits only while the buffer is full, and never past the deadline.
+        let client = self.client()?;
+        // Buffered: this waits only while the buffer is full, and never past the
+        // deadline. It is tried once first: almost always the buffer has room, and
+        // then no timer is armed and no clock read.
         let publish = client.publish(topic.to_string(), encode(&message).into());
+        tokio::pin!(publish);
+        if let std::task::Poll::Ready(published) = futures_util::poll!(&mut publish) {
+            return published.map_err(backend);
+        }
+        let deadline = options.deadline_or_default();
         match tokio::time::timeout_at(deadline, publish).await {
             Ok(published) => published.map_err(backend),
             Err(_) => Err(BrokerError::DeadlineExceeded {
@@ -211,7 +250,7 @@ impl Broker for NatsBroker {
         if topic.is_empty() {
             return Err(BrokerError::InvalidTopic(topic.to_string()));
         }
-        let client = self.client().await?;
+        let client = self.client()?;
         let mut subscription = match options.queue {
             Some(queue) => client.queue_subscribe(topic.to_string(), queue).await,
             None => client.subscribe(topic.to_string()).await,
@@ -263,6 +302,8 @@ impl Broker for NatsBroker {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
 
     #[test]
