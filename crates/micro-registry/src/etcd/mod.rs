@@ -36,6 +36,7 @@
 mod endpoints;
 pub(crate) mod layout;
 mod lease;
+mod read;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -43,7 +44,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::GetOptions;
 use tokio::task::AbortHandle;
 
 use self::endpoints::Endpoints;
@@ -242,22 +242,12 @@ impl EtcdRegistry {
     /// Reads every value under `prefix`, skipping (and logging) those that are not
     /// a usable node.
     async fn read(&self, prefix: String) -> Result<Vec<Service>, Error> {
-        let response = self
-            .endpoints()
-            .call(|mut client| {
-                let prefix = prefix.clone();
-                async move {
-                    client
-                        .get(prefix, Some(GetOptions::new().with_prefix()))
-                        .await
-                }
-            })
+        let (_, kvs) = read::prefix(self.endpoints(), &prefix)
             .await
             .map_err(backend)?;
-        Ok(response
-            .kvs()
+        Ok(kvs
             .iter()
-            .filter_map(|kv| match layout::decode(kv.key(), kv.value()) {
+            .filter_map(|(key, value)| match layout::decode(key, value) {
                 Ok(service) => Some(service),
                 Err(reason) => {
                     tracing::warn!(%reason, "ignoring an etcd registry value");
