@@ -348,8 +348,38 @@ async fn lookup_ns(cache: &CachedRegistry, name: &str) -> f64 {
     start.elapsed().as_nanos() as f64 / f64::from(ROUNDS)
 }
 
+/// Streams etcd opened and ranges it served so far: (watch streams, keep-alive
+/// streams, range reads).
+fn opened(etcd: &Etcd) -> [f64; 3] {
+    [
+        etcd.metric(
+            "grpc_server_started_total",
+            "grpc_service=\"etcdserverpb.Watch\"",
+        ),
+        etcd.metric(
+            "grpc_server_started_total",
+            "grpc_method=\"LeaseKeepAlive\"",
+        ),
+        etcd.metric("grpc_server_started_total", "grpc_method=\"Range\""),
+    ]
+}
+
+fn opened_since(before: [f64; 3], etcd: &Etcd, secs: f64) -> String {
+    let now = opened(etcd);
+    format!(
+        "{:.0} watch streams, {:.0} keep-alive streams opened and {:.0} range reads served ({:.1}/s)",
+        now[0] - before[0],
+        now[1] - before[1],
+        now[2] - before[2],
+        (now[2] - before[2]) / secs
+    )
+}
+
 /// When each churn node's events arrived: (action, node id) → instant.
 type Arrivals = Arc<Mutex<HashMap<(bool, String), Instant>>>;
+
+/// When each churn write was called and acknowledged: (action, node id) → instants.
+type Acks = Arc<Mutex<HashMap<(bool, String), (Instant, Instant)>>>;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -480,7 +510,7 @@ async fn run() {
     let churners: Vec<EtcdRegistry> = (0..8)
         .map(|_| EtcdRegistry::new([address.as_str()]).unwrap())
         .collect();
-    let acks: Arc<Mutex<HashMap<(bool, String), (Instant, Instant)>>> = Arc::default();
+    let acks: Acks = Arc::default();
     let live = Duration::from_secs(5);
     let total = (churn_rate * churn_secs) as usize;
     let period = Duration::from_secs_f64(1.0 / churn_rate as f64);
@@ -601,15 +631,16 @@ async fn run() {
     drop(churners);
 
     // etcd at rest with the loaded nodes, for comparison with the renewal window.
-    let rest_secs = renew_secs.min(10);
-    let (c0, s0) = (etcd.cpu(), etcd.syscalls());
+    let rest_secs = renew_secs.min(30);
+    let (c0, s0, o0) = (etcd.cpu(), etcd.syscalls(), opened(&etcd));
     tokio::time::sleep(Duration::from_secs(rest_secs)).await;
     let (c1, s1) = (etcd.cpu(), etcd.syscalls());
     let rest_cpu = (c1 - c0) / rest_secs as f64;
     let rest_syscalls = (s1.0 - s0.0 + s1.1 - s0.1) as f64 / rest_secs as f64;
     println!(
-        "etcd at rest (the loaded nodes, no renewals, {rest_secs} s): {:.1} % of a core, {rest_syscalls:.0} syscalls/s",
-        rest_cpu * 100.0
+        "etcd at rest (the loaded nodes, the watching registry idle, {rest_secs} s): {:.1} % of a core, {rest_syscalls:.0} syscalls/s; {}",
+        rest_cpu * 100.0,
+        opened_since(o0, &etcd, rest_secs as f64)
     );
 
     // Lease renewals: one registry (one process) per node.
@@ -671,8 +702,13 @@ async fn run() {
         etcd.syscalls(),
         cpu_of("/proc/self/stat"),
     );
+    let o0 = opened(&etcd);
     let window = Instant::now();
     tokio::time::sleep(Duration::from_secs(renew_secs)).await;
+    println!(
+        "  over the window: {}",
+        opened_since(o0, &etcd, window.elapsed().as_secs_f64())
+    );
     let secs = window.elapsed().as_secs_f64();
     let (r1, k1, c1, s1, own1) = (
         renewed(&etcd),

@@ -602,3 +602,49 @@ async fn a_registry_over_one_page_and_4_mib_is_read_whole() {
         .unwrap();
     expect(&mut watcher, Action::Create, "many-new").await;
 }
+
+/// Streams etcd has opened so far: (watch, lease keep-alive), from its metrics.
+fn streams_opened(address: &str) -> (f64, f64) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("etcd metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: etcd\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    let count = |method: &str| {
+        body.lines()
+            .filter(|l| l.starts_with("grpc_server_started_total{"))
+            .filter(|l| l.contains(method) && l.contains("etcdserverpb"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    (
+        count("grpc_method=\"Watch\""),
+        count("grpc_method=\"LeaseKeepAlive\""),
+    )
+}
+
+/// A quiet registry keeps its connection: etcd closes one that pings more often
+/// than every 5 s (GOAWAY `too_many_pings`), which had the watch read the whole
+/// registry again and the keep-alive stream opened again about every 10 s.
+#[tokio::test]
+async fn a_quiet_registry_keeps_its_watch_and_keep_alive_streams() {
+    let Some(cluster) = EtcdCluster::start(1) else {
+        return;
+    };
+    let registry = registry(&cluster);
+    registry
+        .register(&service("quiet", "v1", "quiet-1"), ttl(90))
+        .await
+        .unwrap();
+    let _watcher = registry.watch(WatchOptions::default()).await.unwrap();
+    let address = cluster.addresses()[0].clone();
+    let before = streams_opened(&address);
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    assert_eq!(
+        streams_opened(&address),
+        before,
+        "(watch, keep-alive) streams opened again while quiet"
+    );
+}
