@@ -540,7 +540,7 @@ async fn registrations_come_back_after_etcd_restarts() {
 /// (4 MiB): listed, looked up and watched whole. One range read of it used to fail
 /// with "decoded message length too large", and the watch never started.
 #[tokio::test]
-async fn a_registry_over_one_page_and_4_mib_is_read_whole() {
+async fn an_etcd_registry_over_one_page_and_4_mib_is_read_whole() {
     let Some(cluster) = EtcdCluster::start(1) else {
         return;
     };
@@ -629,7 +629,7 @@ fn streams_opened(address: &str) -> (f64, f64) {
 /// than every 5 s (GOAWAY `too_many_pings`), which had the watch read the whole
 /// registry again and the keep-alive stream opened again about every 10 s.
 #[tokio::test]
-async fn a_quiet_registry_keeps_its_watch_and_keep_alive_streams() {
+async fn a_quiet_etcd_registry_keeps_its_watch_and_keep_alive_streams() {
     let Some(cluster) = EtcdCluster::start(1) else {
         return;
     };
