@@ -22,7 +22,7 @@
 //!   whether any node was reported gone, and whether every node is still there.
 //!
 //! Run with `make bench-scale` or `cargo bench -p micro-registry --features etcd
-//! --bench etcd_scale` (about 3 minutes at the defaults). Loopback only; no mDNS.
+//! --bench etcd_scale` (about 95 s at the defaults). Loopback only; no mDNS.
 
 // A benchmark reports by printing, and fails by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
