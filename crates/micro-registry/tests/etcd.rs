@@ -535,3 +535,116 @@ async fn registrations_come_back_after_etcd_restarts() {
         }
     }
 }
+
+/// A registry bigger than one read page (1,000 keys) and than one gRPC message
+/// (4 MiB): listed, looked up and watched whole. One range read of it used to fail
+/// with "decoded message length too large", and the watch never started.
+#[tokio::test]
+async fn an_etcd_registry_over_one_page_and_4_mib_is_read_whole() {
+    let Some(cluster) = EtcdCluster::start(1) else {
+        return;
+    };
+    let mut raw = raw_client(&cluster).await;
+    // 2,500 small nodes of one service: three pages.
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..16 {
+        let mut raw = raw.clone();
+        tasks.spawn(async move {
+            for i in (writer..2_500).step_by(16) {
+                let id = format!("many-{i:04}");
+                let value =
+                    serde_json::to_vec(&service("many", "v1", &id)).expect("a service value");
+                raw.put(format!("/micro/registry/many/{id}"), value, None)
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    // Five nodes of 1 MiB each (etcd takes up to 1.5 MiB a request): over 4 MiB.
+    for i in 0..5 {
+        let mut big = service("big", "v1", &format!("big-{i}"));
+        big.nodes[0]
+            .metadata
+            .insert("padding".into(), "x".repeat(1 << 20));
+        raw.put(
+            format!("/micro/registry/big/big-{i}"),
+            serde_json::to_vec(&big).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+
+    let registry = registry(&cluster);
+    let listed = registry.list_services().await.unwrap();
+    let nodes = |name: &str| {
+        listed
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.nodes.len())
+            .sum::<usize>()
+    };
+    assert_eq!((nodes("many"), nodes("big")), (2_500, 5));
+    assert_eq!(
+        registry.get_service("many").await.unwrap()[0].nodes.len(),
+        2_500
+    );
+    assert_eq!(registry.get_service("big").await.unwrap()[0].nodes.len(), 5);
+
+    // The watch starts from that read and reports what follows.
+    let mut watcher = registry.watch(WatchOptions::default()).await.unwrap();
+    registry
+        .register(&service("many", "v1", "many-new"), ttl(30))
+        .await
+        .unwrap();
+    expect(&mut watcher, Action::Create, "many-new").await;
+}
+
+/// Streams etcd has opened so far: (watch, lease keep-alive), from its metrics.
+fn streams_opened(address: &str) -> (f64, f64) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("etcd metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: etcd\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    let count = |method: &str| {
+        body.lines()
+            .filter(|l| l.starts_with("grpc_server_started_total{"))
+            .filter(|l| l.contains(method) && l.contains("etcdserverpb"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    (
+        count("grpc_method=\"Watch\""),
+        count("grpc_method=\"LeaseKeepAlive\""),
+    )
+}
+
+/// A quiet registry keeps its connection: etcd closes one that pings more often
+/// than every 5 s (GOAWAY `too_many_pings`), which had the watch read the whole
+/// registry again and the keep-alive stream opened again about every 10 s.
+#[tokio::test]
+async fn a_quiet_etcd_registry_keeps_its_watch_and_keep_alive_streams() {
+    let Some(cluster) = EtcdCluster::start(1) else {
+        return;
+    };
+    let registry = registry(&cluster);
+    registry
+        .register(&service("quiet", "v1", "quiet-1"), ttl(90))
+        .await
+        .unwrap();
+    let _watcher = registry.watch(WatchOptions::default()).await.unwrap();
+    let address = cluster.addresses()[0].clone();
+    let before = streams_opened(&address);
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    assert_eq!(
+        streams_opened(&address),
+        before,
+        "(watch, keep-alive) streams opened again while quiet"
+    );
+}

@@ -13,6 +13,17 @@ use etcd_client::{Client, ConnectOptions};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+/// How long a connection with open streams may be silent before an HTTP/2 ping.
+///
+/// etcd's server accepts a ping at most every 5 s (`--grpc-keepalive-min-time`), and
+/// none on a connection without streams; after three that break this it sends
+/// GOAWAY `too_many_pings` and closes the connection. Pinging every 3 s, even idle,
+/// had every quiet registry's connection cut about every 10 s: its watch then read
+/// the whole registry again and its leases' keep-alive streams were opened again.
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered before the member counts as gone.
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The etcd members of one registry, with the one in use.
 #[derive(Debug)]
 pub(crate) struct Endpoints {
@@ -99,13 +110,14 @@ impl Endpoints {
             .client
             .get_or_try_init(|| {
                 // Without credentials connecting only builds a lazy channel; the
-                // first request dials. HTTP/2 pings find a member that went silent;
-                // requiring a leader makes a member cut off from the others refuse
-                // (so the registry moves on) rather than hold a watch that never fires.
+                // first request dials. HTTP/2 pings find a member that went silent
+                // under an open watch or keep-alive stream; requiring a leader makes
+                // a member cut off from the others refuse (so the registry moves on)
+                // rather than hold a watch that never fires.
                 let options = ConnectOptions::new()
                     .with_connect_timeout(self.timeout.min(Duration::from_secs(2)))
-                    .with_keep_alive(Duration::from_secs(3), Duration::from_secs(2))
-                    .with_keep_alive_while_idle(true)
+                    .with_keep_alive(PING_INTERVAL, PING_TIMEOUT)
+                    .with_keep_alive_while_idle(false)
                     .with_require_leader(true);
                 Client::connect([member.url.as_str()], Some(options))
             })

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{EventType, GetOptions, WatchOptions as EtcdWatchOptions};
+use etcd_client::{EventType, WatchOptions as EtcdWatchOptions};
 use tokio::sync::watch;
 
 use super::endpoints::{Endpoints, is_unreachable};
@@ -37,15 +37,9 @@ pub(crate) async fn run(
     let mut seen: Option<Seen> = None;
     let retry_after = Duration::from_millis(200);
     loop {
-        let snapshot = endpoints
-            .call(|mut client| async move {
-                client
-                    .get(PREFIX, Some(GetOptions::new().with_prefix()))
-                    .await
-            })
-            .await;
-        let response = match snapshot {
-            Ok(response) => response,
+        let snapshot = super::read::prefix(&endpoints, PREFIX).await;
+        let (revision, kvs) = match snapshot {
+            Ok(read) => read,
             Err(e) => {
                 tracing::warn!(error = %e, "etcd registry unreachable; watching again shortly");
                 status.send_modify(|s| s.error = Some(e.to_string()));
@@ -53,12 +47,7 @@ pub(crate) async fn run(
                 continue;
             }
         };
-        let revision = response.header().map_or(0, |h| h.revision());
-        let now: Seen = response
-            .kvs()
-            .iter()
-            .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
-            .collect();
+        let now: Seen = kvs.into_iter().collect();
         // The first read is the baseline: watchers want what changes after it.
         if let Some(before) = seen.take() {
             report_difference(&hub, &before, &now);
