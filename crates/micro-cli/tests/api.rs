@@ -419,6 +419,20 @@ fn a_call_past_the_timeout_is_408() {
         SPEC,
     );
     let took = started.elapsed();
+    if reply.status != 408 {
+        // Once seen in CI (a 200 from a stopped vessel, not reproduced): which nodes
+        // the gateway knew and which vessel processes ran, to tell where it came from.
+        let nodes = get(port, &format!("/{VESSEL}"));
+        let processes = Command::new("ps")
+            .args(["-eo", "pid,stat,etimes,args"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        eprintln!(
+            "stopped vessel: pid {}\ngateway's {VESSEL}: {nodes:?}\nprocesses:\n{processes}",
+            vessel.child.id()
+        );
+    }
     let _ = Command::new("kill")
         .args(["-CONT", &vessel.child.id().to_string()])
         .status();
