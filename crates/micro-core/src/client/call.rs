@@ -53,13 +53,6 @@ fn attempt_span(
     attempt: usize,
 ) -> tracing::Span {
     let method = path.strip_prefix('/').unwrap_or(path);
-    let (host, port) = match node.address.rsplit_once(':') {
-        Some((host, port)) => (
-            host.trim_start_matches('[').trim_end_matches(']'),
-            port.parse::<u16>().ok(),
-        ),
-        None => (node.address.as_str(), None),
-    };
     tracing::info_span!(
         target: TARGET,
         parent: call,
@@ -74,8 +67,8 @@ fn attempt_span(
         micro.service = service,
         micro.node.id = %node.id,
         micro.attempt = attempt,
-        server.address = host,
-        server.port = port,
+        server.address = telemetry::split_host_port(&node.address).0,
+        server.port = telemetry::split_host_port(&node.address).1,
     )
 }
 

@@ -28,13 +28,6 @@ impl Observed {
             return None;
         }
         let method = path.strip_prefix('/').unwrap_or(path);
-        let (peer, peer_port) = match remote.rsplit_once(':') {
-            Some((host, port)) => (
-                host.trim_start_matches('[').trim_end_matches(']'),
-                port.parse::<u16>().ok(),
-            ),
-            None => (remote, None),
-        };
         let span = tracing::info_span!(
             target: TARGET,
             parent: None,
@@ -46,8 +39,8 @@ impl Observed {
             rpc.method = method,
             rpc.response.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
-            network.peer.address = peer,
-            network.peer.port = peer_port,
+            network.peer.address = telemetry::split_host_port(remote).0,
+            network.peer.port = telemetry::split_host_port(remote).1,
             micro.service = served,
         );
         if span.is_disabled() {

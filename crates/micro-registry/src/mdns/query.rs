@@ -141,10 +141,9 @@ pub(crate) fn query(
             on_packet(&mut heard);
             let now = Instant::now();
             let took = now.duration_since(sent);
-            latency = Some(latency.map_or(took, |l| l.max(took)));
-            deadline = window
-                .until
-                .min(now + window.quiet_after(latency.unwrap_or(took)));
+            let slowest = latency.map_or(took, |l| l.max(took));
+            latency = Some(slowest);
+            deadline = window.until.min(now + window.quiet_after(slowest));
         }
         if Instant::now() >= window.until {
             break;
@@ -255,10 +254,27 @@ fn send(interfaces: &[Ipv4Addr], packets: &[Vec<u8>]) -> std::io::Result<UdpSock
     let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
     // Every responder answers at once; room for a burst of answers (best effort).
     let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER);
+    send_from(&socket, interfaces, packets)?;
+    Ok(socket)
+}
+
+/// Sends `packets` again from `socket`, out of each of `interfaces`; best effort (the
+/// first round was sent, so answers may still come).
+fn resend(socket: &UdpSocket, interfaces: &[Ipv4Addr], packets: &[Vec<u8>]) {
+    let _ = send_from(socket, interfaces, packets);
+}
+
+/// Sends `packets` from `socket` to the mDNS group out of each of `interfaces`,
+/// going on past failures; fails only when nothing was sent.
+fn send_from(
+    socket: &UdpSocket,
+    interfaces: &[Ipv4Addr],
+    packets: &[Vec<u8>],
+) -> std::io::Result<()> {
     let mut sent = 0;
     let mut last_error = None;
     for ip in interfaces {
-        if let Err(e) = set_multicast_if(&socket, *ip) {
+        if let Err(e) = set_multicast_if(socket, *ip) {
             last_error = Some(e);
             continue;
         }
@@ -272,20 +288,7 @@ fn send(interfaces: &[Ipv4Addr], packets: &[Vec<u8>]) -> std::io::Result<UdpSock
     if sent == 0 {
         return Err(last_error.unwrap_or_else(|| std::io::Error::other("no interface to query on")));
     }
-    Ok(socket)
-}
-
-/// Sends `packets` again from `socket`, out of each of `interfaces`; best effort (the
-/// first round was sent, so answers may still come).
-fn resend(socket: &UdpSocket, interfaces: &[Ipv4Addr], packets: &[Vec<u8>]) {
-    for ip in interfaces {
-        if set_multicast_if(socket, *ip).is_err() {
-            continue;
-        }
-        for bytes in packets {
-            let _ = socket.send_to(bytes, SocketAddrV4::new(MDNS_GROUP, 5353));
-        }
-    }
+    Ok(())
 }
 
 /// Reads one packet into `buf`, waiting until `deadline`: its length, or `None` when
