@@ -65,7 +65,8 @@ impl MdnsRegistryBuilder {
         self.interfaces(MdnsInterfaces::Loopback)
     }
 
-    /// Starts the mDNS daemon and the browse of `_micro._tcp.local.`.
+    /// Starts the mDNS daemon and the listener on the mDNS port (or, when the port
+    /// cannot be shared, a browse of `_micro._tcp.local.`).
     pub fn build(self) -> Result<MdnsRegistry, Error> {
         let started = Instant::now();
         let interfaces = self.interfaces;
@@ -85,31 +86,29 @@ impl MdnsRegistryBuilder {
                 daemon.enable_interface(kinds).map_err(backend)?;
             }
         }
-        let events = daemon.browse(SERVICE_TYPE).map_err(backend)?;
         let shared = Arc::new(Shared::new(DEFAULT_TTL, interfaces.clone()));
-        let listener = Arc::clone(&shared);
-        spawn("micro-mdns-events", move || {
-            // Ends when the daemon shuts down and drops the channel.
-            while let Ok(event) = events.recv() {
-                listener.on_event(event);
-            }
-        })?;
         let ips = interface_ips(&interfaces);
-        match listen::socket(&ips) {
+        let browsing = match listen::socket(&ips) {
             Ok(socket) => {
                 let weak = Arc::downgrade(&shared);
                 spawn("micro-mdns-listen", move || listen::run(socket, weak))?;
+                false
             }
-            // Without it goodbyes are still seen, through the browse, a second later.
-            Err(e) => tracing::debug!(error = %e, "no passive mDNS listener"),
-        }
+            // The port cannot be shared: mdns-sd's browse finds nodes instead, and
+            // goodbyes a second later.
+            Err(e) => {
+                tracing::debug!(error = %e, "no passive mDNS listener; browsing instead");
+                browse(&daemon, Arc::clone(&shared))?;
+                true
+            }
+        };
         let weak = Arc::downgrade(&shared);
         let own = Arc::new(Mutex::new(HashMap::new()));
         let announcing = Arc::downgrade(&own);
         let selected = interfaces.clone();
         let announcer = daemon.clone();
         spawn("micro-mdns-query", move || {
-            refresh_loop(selected, weak, announcing, announcer, started)
+            refresh_loop(selected, weak, announcing, announcer, started, browsing)
         })?;
         Ok(MdnsRegistry {
             inner: Arc::new(Inner {

@@ -1,9 +1,16 @@
 //! A passive listener on the mDNS port: hears goodbyes and announcements on the wire.
 //!
-//! mdns-sd's browse reports a goodbye only after holding the record for a second, and
-//! can be fooled by an answer it sends late for a node that already left. This
-//! listener hears the packets themselves: a goodbye (TTL 0) removes the node at once,
-//! and any other record of a known instance counts as a sign of life.
+//! It is how a registry learns of changes after start-up: a goodbye (TTL 0) removes
+//! the node at once, an announcement (a multicast answer carrying an instance's PTR,
+//! SRV, TXT and address records, sent when a node registers and again every third
+//! of its TTL) adds or updates the node, and any other record of a known instance
+//! counts as a sign of life.
+//!
+//! mdns-sd's browse, which this replaces whenever the port can be shared, costs every
+//! registry a scan of its whole cache each time its daemon wakes (each packet, each
+//! record's refresh timer) and repeats its question at 1, 3, 7, ... s with every known
+//! answer attached: per node, work that grows with the number of nodes, and at
+//! start-up a burst that overflows sockets from about a hundred processes on.
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::Weak;
@@ -14,6 +21,7 @@ use simple_dns::{Packet, PacketFlag};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::SERVICE_TYPE;
+use super::query::{self, Heard};
 use super::state::Shared;
 
 const MDNS_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
@@ -76,8 +84,8 @@ pub(super) fn run(socket: UdpSocket, shared: Weak<Shared>) {
     }
 }
 
-/// Applies the goodbyes and signs of life in one packet. Anything unparsable is
-/// ignored: this listener only ever shortens what the browse would do anyway.
+/// Applies the goodbyes, announcements and signs of life in one packet. Anything
+/// unparsable is ignored; a malformed instance is counted (as a query's would be).
 pub(super) fn read_packet(bytes: &[u8], shared: &Shared) {
     let Ok(packet) = Packet::parse(bytes) else {
         return;
@@ -89,6 +97,7 @@ pub(super) fn read_packet(bytes: &[u8], shared: &Shared) {
     }
     let service_type = SERVICE_TYPE.trim_end_matches('.');
     let suffix = format!(".{service_type}");
+    let (mut ours, mut goodbye) = (false, false);
     for record in packet
         .answers
         .iter()
@@ -102,8 +111,18 @@ pub(super) fn read_packet(bytes: &[u8], shared: &Shared) {
         };
         if record.ttl == 0 {
             shared.goodbye(&instance);
+            goodbye = true;
         } else {
             shared.seen(&instance);
+            ours = true;
         }
+    }
+    // An announcement: the instances it holds whole are added, or updated when they
+    // changed. A packet with a goodbye in it is only that (its other records say
+    // nothing new).
+    if ours && !goodbye {
+        let mut heard = Heard::default();
+        query::read_records(&packet, &mut heard);
+        shared.absorb(&mut heard);
     }
 }

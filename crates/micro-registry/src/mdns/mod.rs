@@ -35,15 +35,20 @@
 //! # Timing
 //!
 //! Node ids are unique by construction (`name-uuid`), so name-conflict probing is
-//! turned off and a registration is announced at once. A registry keeps one browse of
-//! `_micro._tcp.local.` running from the moment it is built, so lookups are answered
-//! from memory.
+//! turned off and a registration is announced at once. Lookups are answered from
+//! memory: what the registry heard when it asked at start-up (below), then every
+//! announcement, goodbye and answer its listener on the mDNS port hears (nodes
+//! announce themselves when they register and every third of their TTL). Only when
+//! that port cannot be shared, or the start-up question could not be sent, does it
+//! run mdns-sd's browse of `_micro._tcp.local.` instead: a browse costs each registry
+//! work that grows with the number of nodes (its daemon scans its whole cache at every
+//! wake-up, and repeats its question with every known answer attached), measured in
+//! `make bench-scale`.
 //!
 //! As it starts, a registry asks who is there with a "legacy unicast" query (RFC 6762
 //! §6.7, from an ephemeral port), which every responder answers at once by unicast:
-//! the multicast answers the browse relies on are rate-limited to one per record per
-//! second, so a process started just after a service would otherwise wait up to a
-//! second. It listens [`FIRST_ANSWER`] for a first answer and then as long as answers
+//! multicast answers are rate-limited to one per record per second, so a process
+//! started just after a service would otherwise wait up to a second. It listens [`FIRST_ANSWER`] for a first answer and then as long as answers
 //! keep coming: a silence three times as long as the slowest answer took, between
 //! [`MIN_QUIET`] and [`QUIET`], ends it. Then it asks a second time on the same
 //! socket, for answers lost in the burst; a late answer to the first question still
@@ -56,11 +61,10 @@
 //!
 //! # Leaving, and dying
 //!
-//! Deregistering sends mDNS goodbyes (TTL 0). Besides the browse, each registry listens
-//! on the mDNS port itself: a goodbye heard there removes the node at once, rather than
-//! after the one second RFC 6762 §10.1 lets a cache keep it, and answers about that
-//! node arriving in the next few seconds (a responder's late, delayed answer) are
-//! ignored. Node ids are never reused, so nothing legitimate is lost by this.
+//! Deregistering sends mDNS goodbyes (TTL 0). A goodbye heard by the listener on the
+//! mDNS port removes the node at once, rather than after the one second RFC 6762
+//! §10.1 lets a cache keep it, and answers about that node arriving in the next few
+//! seconds (a responder's late, delayed answer) are ignored. Node ids are never reused, so nothing legitimate is lost by this.
 //!
 //! A node whose process is killed sends no goodbye. So each registry announces its
 //! own nodes again (an unsolicited multicast answer, heard by every registry) every
@@ -310,6 +314,19 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Browses `_micro._tcp.local.` with mdns-sd, feeding `shared`: how a registry finds
+/// nodes when it cannot listen on the mDNS port itself, or could not ask who is there
+/// at start-up. (Otherwise it does not browse: see `listen` for what that costs.)
+fn browse(daemon: &ServiceDaemon, shared: Arc<Shared>) -> Result<(), Error> {
+    let events = daemon.browse(SERVICE_TYPE).map_err(backend)?;
+    spawn("micro-mdns-events", move || {
+        // Ends when the daemon shuts down and drops the channel.
+        while let Ok(event) = events.recv() {
+            shared.on_event(event);
+        }
+    })
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), Error> {
     std::thread::Builder::new()
         .name(name.into())
@@ -355,6 +372,7 @@ fn refresh_loop(
     own: std::sync::Weak<Mutex<HashMap<String, Own>>>,
     daemon: ServiceDaemon,
     started: Instant,
+    browsing: bool,
 ) {
     if let Some(state) = shared.upgrade() {
         let window = Window {
@@ -369,8 +387,16 @@ fn refresh_loop(
             Ok(heard) => {
                 tracing::debug!(answered = heard.instances.len(), elapsed = ?started.elapsed(), "mDNS start-up query");
             }
-            // The browse still finds everything, only up to a second later.
-            Err(e) => tracing::warn!(error = %e, "mDNS start-up query failed"),
+            // The nodes already there announce themselves again within 30 s; mdns-sd's
+            // browse asks for them now.
+            Err(e) => {
+                tracing::warn!(error = %e, "mDNS start-up query failed; browsing instead");
+                if !browsing {
+                    if let Err(e) = browse(&daemon, Arc::clone(&state)) {
+                        tracing::warn!(error = %e, "mDNS browse failed too");
+                    }
+                }
+            }
         }
         state.settle();
     }

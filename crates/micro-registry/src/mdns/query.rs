@@ -336,6 +336,12 @@ pub(crate) fn read_packet(bytes: &[u8], heard: &mut Heard) {
         heard.malformed += 1;
         return;
     };
+    read_records(&packet, heard);
+}
+
+/// Adds the records of a parsed `packet` (its answers and additional records) to
+/// `heard`.
+pub(crate) fn read_records(packet: &Packet<'_>, heard: &mut Heard) {
     let suffix = format!(".{}", SERVICE_TYPE.trim_end_matches('.'));
     for record in packet
         .answers

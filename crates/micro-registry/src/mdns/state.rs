@@ -1,6 +1,7 @@
 //! What one registry knows about the nodes on the network, and how it learns it:
-//! from mdns-sd's browse, from legacy unicast queries, from goodbye packets heard
-//! by the passive listener, and from asking suspected nodes directly. Every change is
+//! from legacy unicast queries, from the announcements and goodbyes heard by the
+//! passive listener (or, where it cannot listen, from mdns-sd's browse), and from
+//! asking suspected nodes directly. Every change is
 //! published to watchers in order.
 //!
 //! Only the network itself removes a remote node: its goodbye, its silence for its
