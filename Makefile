@@ -7,7 +7,7 @@
 #   make package  every crate packed as for crates.io and built from its package
 #   make bench  micro against raw tonic (bare and observed), discovery speed, footprint, `micro services` (BENCHMARKS.md)
 #   make bench-scale  at size: hundreds of mDNS node processes, brokers against raw async-nats,
-#                     cold start on mDNS and etcd, etcd with 10,000 nodes (BENCHMARKS.md; about 14 minutes)
+#                     cold start on mDNS and etcd, etcd with 10,000 nodes (BENCHMARKS.md; about 20 minutes)
 #   make chaos  faults against the example's release processes (RELIABILITY.md)
 #   make docker build the example images (no registry needed: static binaries, FROM scratch)
 #   make run    run consignment-service with port 50051 published, as the tutorial does
@@ -84,10 +84,12 @@ bench:
 	$(NETNS) scripts/bench-cli.sh
 
 #   make bench-scale  at size: hundreds of mDNS node processes, brokers against raw async-nats,
-#                     cold start on mDNS and etcd, etcd with 10,000 nodes (BENCHMARKS.md; about 14 minutes)
+#                     cold start on mDNS and etcd, etcd with 10,000 nodes (BENCHMARKS.md; about 20 minutes)
 
 # Kept out of `make bench`: minutes each. Every node of mdns_scale is a process of its
-# own, and traffic at rest is counted over a full refresh period at each size. broker,
+# own, and traffic at rest is counted over a full announcement period at each size,
+# from 135 s after start (the steady state: between mdns-sd's browse repeats, for a
+# registry that browses). broker,
 # coldstart and etcd_scale start their own nats-server and etcd on loopback ports; the
 # vessel coldstart spawns is built with etcd (it also runs on mDNS). One feature set
 # per package, so each is built once.
@@ -97,7 +99,7 @@ bench-scale: deps
 	$(CARGO) build --release --example vessel --features etcd
 	$(CARGO) bench --no-run -p micro-registry --features etcd --bench mdns_scale --bench etcd_scale
 	$(CARGO) bench --no-run --bench broker --bench coldstart --features $(SCALE_FEATURES)
-	$(NETNS) $(CARGO) bench --offline -p micro-registry --features etcd --bench mdns_scale
+	MDNS_SCALE_SIZES=20,100,200 MDNS_SCALE_SETTLE=135 $(NETNS) $(CARGO) bench --offline -p micro-registry --features etcd --bench mdns_scale
 	@echo
 	$(NETNS) $(CARGO) bench --offline --bench broker --features $(SCALE_FEATURES)
 	@echo
