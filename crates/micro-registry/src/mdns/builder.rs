@@ -49,6 +49,7 @@ pub(crate) fn parse_interfaces(s: &str) -> Result<MdnsInterfaces, &'static str> 
 #[derive(Clone, Debug, Default)]
 pub struct MdnsRegistryBuilder {
     interfaces: MdnsInterfaces,
+    browse: bool,
 }
 
 impl MdnsRegistryBuilder {
@@ -56,6 +57,24 @@ impl MdnsRegistryBuilder {
     #[must_use]
     pub fn interfaces(mut self, interfaces: MdnsInterfaces) -> Self {
         self.interfaces = interfaces;
+        self
+    }
+
+    /// Also runs mdns-sd's browse of `_micro._tcp.local.` (default: only where the
+    /// registry cannot listen on the mDNS port itself). A browse asks the network
+    /// again now and then, so it also finds responders that answer questions but never
+    /// announce themselves; it costs each registry work that grows with the number of
+    /// nodes (see the [module docs](crate::mdns)).
+    ///
+    /// ```
+    /// use micro_registry::MdnsRegistry;
+    ///
+    /// let builder = MdnsRegistry::builder().loopback_only().browse(true);
+    /// # let _ = builder;
+    /// ```
+    #[must_use]
+    pub fn browse(mut self, browse: bool) -> Self {
+        self.browse = browse;
         self
     }
 
@@ -92,7 +111,10 @@ impl MdnsRegistryBuilder {
             Ok(socket) => {
                 let weak = Arc::downgrade(&shared);
                 spawn("micro-mdns-listen", move || listen::run(socket, weak))?;
-                false
+                if self.browse {
+                    browse(&daemon, Arc::clone(&shared))?;
+                }
+                self.browse
             }
             // The port cannot be shared: mdns-sd's browse finds nodes instead, and
             // goodbyes a second later.

@@ -39,11 +39,11 @@
 //! memory: what the registry heard when it asked at start-up (below), then every
 //! announcement, goodbye and answer its listener on the mDNS port hears (nodes
 //! announce themselves when they register and every third of their TTL). Only when
-//! that port cannot be shared, or the start-up question could not be sent, does it
-//! run mdns-sd's browse of `_micro._tcp.local.` instead: a browse costs each registry
-//! work that grows with the number of nodes (its daemon scans its whole cache at every
-//! wake-up, and repeats its question with every known answer attached), measured in
-//! `make bench-scale`.
+//! that port cannot be shared, or the start-up question could not be sent, or when
+//! asked ([`MdnsRegistryBuilder::browse`]), does it also run mdns-sd's browse of
+//! `_micro._tcp.local.`: a browse costs each registry work that grows with the
+//! number of nodes (its daemon scans its whole cache at every wake-up, and repeats
+//! its question with every known answer attached), measured in `make bench-scale`.
 //!
 //! As it starts, a registry asks who is there with a "legacy unicast" query (RFC 6762
 //! §6.7, from an ephemeral port), which every responder answers at once by unicast:
