@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::Client;
-use super::error::{client_error, is_connection_failure, is_refused_by_go_away};
+use super::error::{client_error, is_connection_failure, is_refused_by_go_away, is_unsent};
 use super::pool::ContentSubtype;
 use crate::stream::Receiver;
 use crate::telemetry::{self, TARGET, semconv};
@@ -257,14 +257,15 @@ impl Client {
                 Ok(Err(status)) => status,
             };
             let refused = is_connection_failure(&status);
-            let turned_away = !refused && is_refused_by_go_away(&status);
+            // Turned away by GOAWAY, or handed back unsent by a closing connection.
+            let turned_away = !refused && (is_refused_by_go_away(&status) || is_unsent(&status));
             tried.push(node.address.clone());
             if refused {
                 self.refused(service, node);
             } else if turned_away {
                 // The node is leaving and said so; not a failure of the node, and the
                 // request never reached a handler: try another.
-                tracing::debug!(service, node = %node.id, "request turned away by GOAWAY");
+                tracing::debug!(service, node = %node.id, "request turned away unprocessed (GOAWAY, or its connection closed before it was sent)");
             } else if status.code() == tonic::Code::Unavailable {
                 self.failed(service, node);
                 // UNAVAILABLE is worth retrying elsewhere, not again on the same node;

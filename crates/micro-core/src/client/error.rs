@@ -69,6 +69,23 @@ pub(super) fn is_refused_by_go_away(status: &tonic::Status) -> bool {
     false
 }
 
+/// Whether the request was handed back unsent: hyper cancels a request that was
+/// still queued for a connection when the connection closed (or was not ready), and
+/// returns it unwritten, so no node saw it. A node closing its connections as it
+/// shuts down does this to a request that raced the close; like a refused connection,
+/// it is safe to send the request to another node.
+pub(super) fn is_unsent(status: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    let mut source = status.source();
+    while let Some(e) = source {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            return hyper.is_canceled();
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// A call with JSON whose messages have no JSON form: refused before anything is sent.
 pub(super) fn no_json_form() -> Error {
     Error::bad_request(
