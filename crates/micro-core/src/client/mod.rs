@@ -16,9 +16,10 @@
 //! A call is retried, up to 5 times (go-micro v4's default) and never past its
 //! deadline, when the node could not be reached (the request never left), when the
 //! node turned it away unprocessed (its HTTP/2 GOAWAY, sent as it shuts down, named
-//! an earlier last stream), or when it answered UNAVAILABLE, and only on a node not
-//! yet tried and not ejected. After a refused connection or a GOAWAY the next node is
-//! tried at once; after UNAVAILABLE, after
+//! an earlier last stream, or its connection closed before the request was written),
+//! or when it answered UNAVAILABLE, and only on a node not yet tried and not ejected.
+//! After a refused connection or a request turned away the next node is tried at
+//! once; after UNAVAILABLE, after
 //! go-micro's backoff (0.1 s, 0.6 s, 1.9 s, ...). No other error is retried (go-micro
 //! v4 retries only its own timeouts; micro does not, since a request that timed out
 //! may have run). When no node is left to try, the call fails at once with 503 naming
