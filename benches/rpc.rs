@@ -229,6 +229,15 @@ fn rounds() -> usize {
         .unwrap_or(ROUNDS)
 }
 
+/// Whether to run points at `concurrency`: `BENCH_CONCURRENCY` (a comma-separated
+/// list, e.g. `1` to study the latency-bound point alone), else every point.
+fn wanted(concurrency: usize) -> bool {
+    match std::env::var("BENCH_CONCURRENCY") {
+        Ok(list) => list.split(',').any(|c| c.trim().parse() == Ok(concurrency)),
+        Err(_) => true,
+    }
+}
+
 /// One point, tonic and micro in turn: the comparison, and how many calls micro made
 /// (warm-up included).
 async fn point(
@@ -282,7 +291,7 @@ async fn rpc() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for size in [64usize, 4096] {
-        for concurrency in [1usize, 16, 64] {
+        for concurrency in [1usize, 16, 64].into_iter().filter(|&c| wanted(c)) {
             let (c, _) = point(&tonic, &micro, size, concurrency).await;
             println!(
                 "| {size} B | {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
@@ -343,7 +352,10 @@ async fn observability(otlp: bool, header: bool) {
     let label = observability_label(otlp);
     let mut calls = 0;
     let started = Instant::now();
-    for (size, concurrency) in [(64usize, 1usize), (64, 16), (64, 64)] {
+    for (size, concurrency) in [(64usize, 1usize), (64, 16), (64, 64)]
+        .into_iter()
+        .filter(|&(_, c)| wanted(c))
+    {
         let (c, n) = point(&tonic, &micro, size, concurrency).await;
         calls += n;
         println!(
@@ -471,11 +483,19 @@ fn profile_size() -> usize {
         .unwrap_or(64)
 }
 
-/// Only micro, `PROFILE_CONCURRENCY` calls of `PROFILE_SIZE` bytes in flight for 8 s:
-/// for `perf record`.
+/// How long the profile modes run: `PROFILE_SECONDS`, default 8.
+fn profile_duration() -> Duration {
+    std::env::var("PROFILE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(8), Duration::from_secs_f64)
+}
+
+/// Only micro, `PROFILE_CONCURRENCY` calls of `PROFILE_SIZE` bytes in flight for
+/// `PROFILE_SECONDS` (8 s): for `perf record`.
 async fn profile_micro() {
     let (micro, _stop, _task) = start_micro(|s| s).await;
-    let sample = drive(profile_concurrency(), Duration::from_secs(8), move || {
+    let sample = drive(profile_concurrency(), profile_duration(), move || {
         let client = micro.clone();
         async move {
             client
@@ -487,13 +507,13 @@ async fn profile_micro() {
         }
     })
     .await;
-    println!("{:.0} req/s", sample.rps);
+    println!("{:.0} req/s, {} calls", sample.rps, sample.latencies.len());
 }
 
 /// Only raw tonic, as [`profile_micro`] runs micro: the baseline for a profile.
 async fn profile_tonic() {
     let tonic = start_tonic().await;
-    let sample = drive(profile_concurrency(), Duration::from_secs(8), move || {
+    let sample = drive(profile_concurrency(), profile_duration(), move || {
         let mut client = tonic.clone();
         async move {
             client
@@ -505,7 +525,7 @@ async fn profile_tonic() {
         }
     })
     .await;
-    println!("{:.0} req/s", sample.rps);
+    println!("{:.0} req/s, {} calls", sample.rps, sample.latencies.len());
 }
 
 /// VmRSS and VmHWM of a process, in KiB.
