@@ -9,6 +9,18 @@ use tonic::metadata::{Ascii, MetadataValue};
 /// The header's name.
 pub(crate) const HEADER: &str = "grpc-timeout";
 
+/// [`HEADER`] as a header name, made at compile time: looking it up by `&str`
+/// would check its characters on every call.
+pub(crate) const HEADER_NAME: http::HeaderName = http::HeaderName::from_static(HEADER);
+
+/// [`HEADER`] as a metadata key, for requests' metadata. Cloning it copies no bytes
+/// and checks nothing, where `insert(HEADER, ..)` would check its characters.
+pub(crate) fn metadata_key() -> tonic::metadata::MetadataKey<Ascii> {
+    static KEY: std::sync::LazyLock<tonic::metadata::MetadataKey<Ascii>> =
+        std::sync::LazyLock::new(|| tonic::metadata::MetadataKey::from_static(HEADER));
+    KEY.clone()
+}
+
 /// Parses a `grpc-timeout` value; `None` for anything malformed.
 pub(crate) fn parse(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;

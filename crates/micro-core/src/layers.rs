@@ -76,7 +76,7 @@ where
                 // status follows the body, so no status header means the call went on.
                 Ok(response) => match response
                     .headers()
-                    .get("grpc-status")
+                    .get(crate::server::call::GRPC_STATUS)
                     .and_then(|v| v.to_str().ok())
                 {
                     Some(code) if code != "0" => {

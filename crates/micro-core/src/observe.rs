@@ -149,7 +149,7 @@ mod with_metrics {
 
     fn status_of(headers: &http::HeaderMap) -> Option<tonic::Code> {
         headers
-            .get("grpc-status")
+            .get(crate::server::call::GRPC_STATUS)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i32>().ok())
             .map(tonic::Code::from_i32)

@@ -331,9 +331,10 @@ impl Client {
         grpc.ready()
             .await
             .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
-        request
-            .metadata_mut()
-            .insert(grpc_timeout::HEADER, grpc_timeout::encode(time_left));
+        request.metadata_mut().insert(
+            grpc_timeout::metadata_key(),
+            grpc_timeout::encode(time_left),
+        );
         grpc.unary(request, path.clone(), codec)
             .await
             .map(tonic::Response::into_inner)
@@ -423,7 +424,7 @@ impl Client {
             name_codec::<C, Req>(&codec, extensions);
             if let Some(at) = deadline {
                 let left = at.saturating_duration_since(Instant::now());
-                metadata.insert(grpc_timeout::HEADER, grpc_timeout::encode(left));
+                metadata.insert(grpc_timeout::metadata_key(), grpc_timeout::encode(left));
             }
         };
         let tonic_codec: TonicCodec<C, Req, Resp> = TonicCodec::new(codec.clone());

@@ -177,8 +177,9 @@ method_fn!(server_streaming, serve_server_streaming, (Req, Sender<Resp>) -> ());
 method_fn!(client_streaming, serve_client_streaming, (Receiver<Req>) -> Resp);
 method_fn!(streaming, serve_streaming, (Receiver<Req>, Sender<Resp>) -> ());
 
-/// The gRPC status header (and trailer).
-const GRPC_STATUS: &str = "grpc-status";
+/// The gRPC status header (and trailer), made at compile time: a `&str` would be
+/// checked and parsed on every lookup.
+pub(crate) const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 /// OUT_OF_RANGE, as the status header spells it.
 const OUT_OF_RANGE: &str = "11";
 /// RESOURCE_EXHAUSTED, as the status header spells it.
@@ -291,11 +292,10 @@ type UnaryFuture<Resp> =
 /// One response from `work`, within the context's deadline. Dropped unfinished (the
 /// caller went away), the context reports it.
 fn respond<Resp>(
-    ctx: &Context,
+    deadline: Option<Instant>,
     cancelled: CancellationToken,
     work: impl Future<Output = Result<Resp, Error>> + Send + 'static,
 ) -> UnaryFuture<Resp> {
-    let deadline = ctx.deadline();
     Box::pin(async move {
         let guard = cancelled.drop_guard();
         within_deadline(deadline, guard, work)
@@ -317,8 +317,9 @@ where
 
     fn call(&mut self, mut request: tonic::Request<Req>) -> Self::Future {
         let (ctx, cancelled) = self.context(&mut request);
+        let deadline = ctx.deadline();
         respond(
-            &ctx.clone(),
+            deadline,
             cancelled,
             (self.handler)(ctx, request.into_inner()),
         )
@@ -355,7 +356,8 @@ where
     fn call(&mut self, mut request: tonic::Request<tonic::Streaming<Req>>) -> Self::Future {
         let (ctx, cancelled) = self.context(&mut request);
         let requests = requests(request.into_inner());
-        respond(&ctx.clone(), cancelled, (self.handler)(ctx, requests))
+        let deadline = ctx.deadline();
+        respond(deadline, cancelled, (self.handler)(ctx, requests))
     }
 }
 
@@ -461,7 +463,7 @@ fn context_of<T>(
 ) -> Context {
     let headers = std::mem::take(request.metadata_mut()).into_headers();
     let deadline = headers
-        .get(grpc_timeout::HEADER)
+        .get(grpc_timeout::HEADER_NAME)
         .and_then(|v| v.to_str().ok())
         .and_then(grpc_timeout::parse)
         .and_then(|d| Instant::now().checked_add(d));

@@ -49,6 +49,7 @@
 
 pub(crate) mod call;
 mod handler;
+mod on_wake;
 mod router;
 mod serve;
 mod span;

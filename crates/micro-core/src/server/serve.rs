@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
 use super::call::{self, Body, RemoteAddr};
+use super::on_wake::OnWake;
 use super::router::Stack;
 use super::span::Observed;
 use crate::ServiceError;
@@ -80,10 +81,9 @@ pub(crate) struct Control {
 struct Activity {
     /// Calls open now.
     open: AtomicUsize,
-    /// When the last call ended, in milliseconds since `born`.
-    idle_since_ms: AtomicU64,
-    /// When the connection was accepted.
-    born: Instant,
+    /// Calls ended so far: a call that came and went while the idle timer ran
+    /// changes it. (A count, not a time: no clock is read per call.)
+    ended: AtomicU64,
     /// Told when the last open call ends.
     idle: Notify,
 }
@@ -92,34 +92,25 @@ impl Activity {
     fn new() -> Self {
         Self {
             open: AtomicUsize::new(0),
-            idle_since_ms: AtomicU64::new(0),
-            born: Instant::now(),
+            ended: AtomicU64::new(0),
             idle: Notify::new(),
         }
     }
 
-    fn millis_since_born(&self) -> u64 {
-        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Resolves once no call has been open on the connection for `timeout`.
+    /// Resolves once no call has been open on the connection for `timeout`, counted
+    /// from when this noticed the last one end.
     async fn idle_for(&self, timeout: Duration) {
         loop {
             while self.open.load(Ordering::Acquire) > 0 {
                 self.idle.notified().await;
             }
-            let since = self.idle_since_ms.load(Ordering::Acquire);
-            let Some(at) = self
-                .born
-                .checked_add(Duration::from_millis(since))
-                .and_then(|at| at.checked_add(timeout))
-            else {
+            let ended = self.ended.load(Ordering::Acquire);
+            let Some(at) = Instant::now().checked_add(timeout) else {
                 // Too far away to ever come.
                 return std::future::pending().await;
             };
             tokio::time::sleep_until(at).await;
-            if self.open.load(Ordering::Acquire) == 0
-                && self.idle_since_ms.load(Ordering::Acquire) == since
+            if self.open.load(Ordering::Acquire) == 0 && self.ended.load(Ordering::Acquire) == ended
             {
                 return;
             }
@@ -141,10 +132,8 @@ impl CallGuard {
 impl Drop for CallGuard {
     fn drop(&mut self) {
         let activity = &self.0;
-        // Set before the count drops, so whoever sees zero sees this time.
-        activity
-            .idle_since_ms
-            .store(activity.millis_since_born(), Ordering::Release);
+        // Counted before the open count drops, so whoever sees zero sees this call.
+        activity.ended.fetch_add(1, Ordering::AcqRel);
         if activity.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             activity.idle.notify_one();
         }
@@ -593,29 +582,30 @@ async fn connection(io: BoxedIo, remote: Arc<str>, shared: Shared, _open: Open) 
     }
 
     let idle_timeout = options.idle_timeout.unwrap_or(Duration::MAX);
-    let idle = async {
-        match &activity {
-            Some(activity) => activity.idle_for(idle_timeout).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(idle);
-    let mut going_away = false;
-    loop {
+    // A drain or an idle connection, watched beside the connection but polled only
+    // when one of them woke the task, not on each of the connection's own wakes.
+    let watch = OnWake::new(async {
         tokio::select! {
             biased;
-            result = conn.as_mut() => return ended(&remote, result),
-            () = drain.cancelled(), if !going_away => {
-                conn.as_mut().graceful_shutdown();
-                going_away = true;
-            }
-            () = &mut idle, if !going_away => {
-                tracing::debug!(%remote, timeout = ?idle_timeout, "idle connection: going away");
-                conn.as_mut().graceful_shutdown();
-                break;
-            }
+            () = drain.cancelled() => Stop::Drain,
+            () = async {
+                match &activity {
+                    Some(activity) => activity.idle_for(idle_timeout).await,
+                    None => std::future::pending().await,
+                }
+            } => Stop::Idle,
         }
+    });
+    let stop = tokio::select! {
+        biased;
+        result = conn.as_mut() => return ended(&remote, result),
+        stop = watch => stop,
+    };
+    conn.as_mut().graceful_shutdown();
+    if let Stop::Drain = stop {
+        return ended(&remote, conn.as_mut().await);
     }
+    tracing::debug!(%remote, timeout = ?idle_timeout, "idle connection: going away");
     // Gone idle: the peer has a keep-alive timeout to acknowledge the GOAWAY (its
     // PING) and let the connection close; one that does not is closed here, unless a
     // call it started meanwhile is still open. A drain cuts this short too.
@@ -634,6 +624,14 @@ async fn connection(io: BoxedIo, remote: Arc<str>, shared: Shared, _open: Open) 
             ended(&remote, result);
         }
     }
+}
+
+/// Why a connection's task stops serving as usual.
+enum Stop {
+    /// The server is draining: the connection goes away and finishes its calls.
+    Drain,
+    /// No call for the idle timeout: the connection goes away.
+    Idle,
 }
 
 fn ended(remote: &str, result: Result<(), hyper::Error>) {

@@ -62,7 +62,7 @@ impl Observed {
     /// Returns whether it was there.
     pub(super) fn status_in(&mut self, headers: &http::HeaderMap) -> bool {
         let Some(code) = headers
-            .get("grpc-status")
+            .get(super::call::GRPC_STATUS)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i32>().ok())
         else {
