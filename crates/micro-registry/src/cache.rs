@@ -88,7 +88,7 @@ pub struct CachedRegistry {
 #[derive(Debug)]
 struct Inner {
     registry: Arc<dyn Registry>,
-    entries: RwLock<HashMap<String, Entry>>,
+    entries: RwLock<foldhash::HashMap<String, Entry>>,
     inflight: Mutex<HashMap<String, watch::Receiver<Option<Lookup>>>>,
     watching: Mutex<bool>,
 }
@@ -117,7 +117,7 @@ impl CachedRegistry {
         Self {
             inner: Arc::new(Inner {
                 registry,
-                entries: RwLock::new(HashMap::new()),
+                entries: RwLock::new(foldhash::HashMap::default()),
                 inflight: Mutex::new(HashMap::new()),
                 watching: Mutex::new(false),
             }),

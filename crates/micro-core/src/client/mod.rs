@@ -75,7 +75,6 @@ mod error;
 mod pool;
 mod select;
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -123,7 +122,7 @@ struct Inner {
     max_message_size: usize,
     layers: Vec<LayerFn>,
     /// address -> the connection to it. Read on every call, written once per node.
-    pool: RwLock<HashMap<String, pool::Connection>>,
+    pool: RwLock<foldhash::HashMap<String, pool::Connection>>,
     /// Nodes that lately failed, and their ejection.
     health: Mutex<eject::Ejected>,
     /// Whether `health` may hold anything (read on every call, without the lock).
@@ -240,7 +239,7 @@ impl Client {
                 backoff: builder.backoff,
                 max_message_size: builder.max_message_size,
                 layers: builder.layers,
-                pool: RwLock::new(HashMap::new()),
+                pool: RwLock::new(foldhash::HashMap::default()),
                 health: Mutex::new(eject::Ejected::default()),
                 any_health: AtomicBool::new(false),
                 ejection: builder.ejection,
