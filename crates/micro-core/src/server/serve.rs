@@ -81,9 +81,10 @@ pub(crate) struct Control {
 struct Activity {
     /// Calls open now.
     open: AtomicUsize,
-    /// Calls ended so far: a call that came and went while the idle timer ran
-    /// changes it. (A count, not a time: no clock is read per call.)
-    ended: AtomicU64,
+    /// When the last call ended, in milliseconds since `born`.
+    idle_since_ms: AtomicU64,
+    /// When the connection was accepted.
+    born: Instant,
     /// Told when the last open call ends.
     idle: Notify,
 }
@@ -92,25 +93,34 @@ impl Activity {
     fn new() -> Self {
         Self {
             open: AtomicUsize::new(0),
-            ended: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            born: Instant::now(),
             idle: Notify::new(),
         }
     }
 
-    /// Resolves once no call has been open on the connection for `timeout`, counted
-    /// from when this noticed the last one end.
+    fn millis_since_born(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Resolves once no call has been open on the connection for `timeout`.
     async fn idle_for(&self, timeout: Duration) {
         loop {
             while self.open.load(Ordering::Acquire) > 0 {
                 self.idle.notified().await;
             }
-            let ended = self.ended.load(Ordering::Acquire);
-            let Some(at) = Instant::now().checked_add(timeout) else {
+            let since = self.idle_since_ms.load(Ordering::Acquire);
+            let Some(at) = self
+                .born
+                .checked_add(Duration::from_millis(since))
+                .and_then(|at| at.checked_add(timeout))
+            else {
                 // Too far away to ever come.
                 return std::future::pending().await;
             };
             tokio::time::sleep_until(at).await;
-            if self.open.load(Ordering::Acquire) == 0 && self.ended.load(Ordering::Acquire) == ended
+            if self.open.load(Ordering::Acquire) == 0
+                && self.idle_since_ms.load(Ordering::Acquire) == since
             {
                 return;
             }
@@ -132,8 +142,10 @@ impl CallGuard {
 impl Drop for CallGuard {
     fn drop(&mut self) {
         let activity = &self.0;
-        // Counted before the open count drops, so whoever sees zero sees this call.
-        activity.ended.fetch_add(1, Ordering::AcqRel);
+        // Set before the count drops, so whoever sees zero sees this time.
+        activity
+            .idle_since_ms
+            .store(activity.millis_since_born(), Ordering::Release);
         if activity.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             activity.idle.notify_one();
         }
